@@ -1,0 +1,123 @@
+"""Hugging Face folders: config.json + model.safetensors that transformers' ModernBertForMaskedLM loads,
+and loading such folders (ours or transformers') back. All key renaming lives here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModernBertConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_TIED = "decoder.weight"
+_STRIP_PREFIXES = ("_orig_mod.", "module.")
+
+
+def to_hf_state_dict(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Our module names are transformers' names, so this is an identity map minus the tied decoder."""
+    out = {}
+    for key, value in model.state_dict().items():
+        key = normalize_key(key)
+        if key == _TIED:
+            continue
+        value = value.detach()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        out[key] = value.contiguous().cpu()
+    return out
+
+
+def normalize_key(key: str) -> str:
+    """Strip wrappers that torch.compile / DDP add to parameter names."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+        key = key.replace("._orig_mod.", ".")
+    return key
+
+
+def save_pretrained(model, out_dir, *, dtype: torch.dtype | None = None, extra_config: dict | None = None) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = to_hf_state_dict(model, dtype)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"refusing to save: non-finite values in {bad[:5]} (training diverged?)")
+    hf_config = model.config.to_hf_dict()
+    for name in ("global_rope_theta", "local_rope_theta"):
+        value = hf_config[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"refusing to save config with {name}={value!r}: it must be a positive number")
+    if dtype is not None:
+        hf_config["torch_dtype"] = str(dtype).replace("torch.", "")
+    if extra_config:
+        hf_config.update(extra_config)
+    (out / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    return out
+
+
+def load_hf_config(path) -> ModernBertConfig:
+    path = Path(path)
+    cfg_file = path / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} not found: {path} is not a Hugging Face model folder")
+    try:
+        hf = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg_file} is not valid JSON: {err}") from err
+    return ModernBertConfig.from_hf_dict(hf)
+
+
+def load_hf_state_dict(path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    single = path / WEIGHTS_NAME
+    if single.is_file():
+        return load_file(str(single))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for name in files:
+            state.update(load_file(str(path / name)))
+        return state
+    legacy = path / "pytorch_model.bin"
+    if legacy.is_file():
+        return torch.load(legacy, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"no model.safetensors (or pytorch_model.bin) in {path}")
+
+
+def load_into(model, state: dict[str, torch.Tensor]) -> None:
+    """Load a transformers-named state dict; missing or unexpected keys are an error naming them."""
+    state = {normalize_key(k): v for k, v in state.items()}
+    if _TIED not in state:
+        state[_TIED] = state["model.embeddings.tok_embeddings.weight"]
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    for key, param in model.state_dict().items():
+        if state[key].shape != param.shape:
+            raise ValueError(f"{key}: checkpoint shape {tuple(state[key].shape)} != model shape {tuple(param.shape)}")
+    model.load_state_dict(state, strict=True)
+    model.tie_weights()
+
+
+def from_pretrained(cls, path, **config_overrides):
+    config = load_hf_config(path)
+    if config_overrides:
+        values = config.to_dict()
+        values.update(config_overrides)
+        config = ModernBertConfig.from_dict(values)
+    model = cls(config, init=False)
+    load_into(model, load_hf_state_dict(path))
+    return model

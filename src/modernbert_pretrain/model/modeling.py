@@ -1,0 +1,228 @@
+"""ModernBertModel and ModernBertForMaskedLM on flat, unpadded token streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import resolve_backend
+from .config import ModernBertConfig
+from .init import initialize_weights
+from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
+
+
+@dataclass
+class MaskedLMOutput:
+    """`logits` is (batch, seq, vocab) for padded input, (total_tokens, vocab) for unpadded input, and
+    (masked_tokens, vocab) when labels are given (sparse prediction). `loss` is the mean cross-entropy
+    over positions whose label is not -100."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    num_masked: int | None = None
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+def unpad(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """(batch, seq) with a 0/1 mask -> flat ids, indices into batch*seq, cu_seqlens, max_seqlen."""
+    mask = attention_mask.bool()
+    lengths = mask.sum(dim=1, dtype=torch.int32)
+    indices = torch.nonzero(mask.flatten(), as_tuple=False).flatten()
+    cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
+    max_seqlen = int(lengths.max().item()) if lengths.numel() else 0
+    return input_ids.flatten()[indices], indices, cu_seqlens, max_seqlen
+
+
+def repad(flat: torch.Tensor, indices: torch.Tensor, batch: int, seq: int) -> torch.Tensor:
+    """(total_tokens, ...) -> (batch, seq, ...) with zeros at padding."""
+    out = flat.new_zeros(batch * seq, *flat.shape[1:])
+    out[indices] = flat
+    return out.view(batch, seq, *flat.shape[1:])
+
+
+def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """Positions restart at 0 at every document boundary."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    starts = torch.repeat_interleave(cu_seqlens[:-1].long(), lengths, output_size=total)
+    return torch.arange(total, device=cu_seqlens.device) - starts
+
+
+class ModernBertModel(nn.Module):
+    def __init__(self, config: ModernBertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = ModernBertEmbeddings(config)
+        self.layers = nn.ModuleList(ModernBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
+        self._resolved_backend: str | None = None
+
+    def set_attn_backend(self, name: str) -> None:
+        for layer in self.layers:
+            layer.attn.backend = name
+        self._resolved_backend = name
+
+    @property
+    def attn_backend(self) -> str | None:
+        return self._resolved_backend
+
+    def _ensure_backend(self, hidden: torch.Tensor) -> None:
+        if self._resolved_backend is not None:
+            return
+        cfg = self.config
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
+            else hidden.dtype
+        name = resolve_backend(
+            cfg.attn_backend, device=hidden.device, dtype=dtype,
+            needs_window=cfg.num_hidden_layers > 1 and cfg.global_attn_every_n_layers > 1,
+            needs_dropout=cfg.attention_dropout > 0,
+        )
+        self.set_attn_backend(name)
+
+    def rope_tables(self, position_ids: torch.Tensor) -> dict:
+        """cos/sin per token for the global and local bases, computed once per forward."""
+        tables = {}
+        for layer in self.layers:
+            attn = layer.attn
+            key = "global" if attn.is_global else "local"
+            if key not in tables:
+                tables[key] = attn.rotary_emb(position_ids)
+            if len(tables) == 2:
+                break
+        return tables
+
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """input_ids: (total_tokens,) -> hidden: (total_tokens, hidden)."""
+        hidden = self.embeddings(input_ids)
+        self._ensure_backend(hidden)
+        position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
+        cos_sin = self.rope_tables(position_ids)
+        for layer in self.layers:
+            hidden = layer(hidden, cos_sin, cu_seqlens, max_seqlen)
+        return self.final_norm(hidden)
+
+
+class ModernBertForMaskedLM(nn.Module):
+    """ModernBERT encoder with its MLM head; the decoder is tied to the token embedding."""
+
+    def __init__(self, config: ModernBertConfig, *, init: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.model = ModernBertModel(config)
+        self.head = ModernBertPredictionHead(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
+        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        if init:
+            initialize_weights(self, config)
+
+    # ------------------------------------------------------------------ HF-style interop
+    def save_pretrained(self, out_dir, **kwargs) -> None:
+        from .hf import save_pretrained
+
+        save_pretrained(self, out_dir, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, **config_overrides) -> ModernBertForMaskedLM:
+        from .hf import from_pretrained
+
+        return from_pretrained(cls, path, **config_overrides)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def tie_weights(self) -> None:
+        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+
+    # ----------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        return_hidden: bool = False,
+    ) -> MaskedLMOutput:
+        padded_shape = None
+        indices = None
+        if input_ids.dim() == 2:
+            if cu_seqlens is not None:
+                raise ValueError("input_ids is (batch, seq) but cu_seqlens was given: pass flat input_ids of shape "
+                                 "(total_tokens,) with cu_seqlens, or padded input with attention_mask")
+            batch, seq = input_ids.shape
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                                 f"{tuple(input_ids.shape)}; they must match")
+            if labels is not None and labels.shape != input_ids.shape:
+                raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}")
+            padded_shape = (batch, seq)
+            flat_labels = None if labels is None else labels.flatten()
+            input_ids, indices, cu_seqlens, max_seqlen = unpad(input_ids, attention_mask)
+            if flat_labels is not None:
+                labels = flat_labels[indices]
+        elif input_ids.dim() == 1:
+            if cu_seqlens is None:
+                cu_seqlens = torch.tensor([0, input_ids.shape[0]], dtype=torch.int32, device=input_ids.device)
+            if max_seqlen is None:
+                max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max().item())
+            if attention_mask is not None:
+                raise ValueError("attention_mask is only for padded (batch, seq) input; flat input uses cu_seqlens")
+            if labels is not None and labels.shape != input_ids.shape:
+                raise ValueError(f"labels has shape {tuple(labels.shape)} but input_ids has {tuple(input_ids.shape)}")
+        else:
+            raise ValueError(f"input_ids must be (batch, seq) or flat (total_tokens,), got shape {tuple(input_ids.shape)}")
+        if self.config.validate_inputs:
+            self._validate(input_ids, cu_seqlens, max_seqlen)
+
+        hidden = self.model(input_ids, cu_seqlens, max_seqlen)  # (total_tokens, hidden)
+        return self._head_and_loss(hidden, labels, padded_shape, indices, return_hidden)
+
+    def _head_and_loss(self, hidden, labels, padded_shape, indices, return_hidden) -> MaskedLMOutput:
+        if labels is None:
+            logits = self.decoder(self.head(hidden))  # (total_tokens, vocab)
+            if padded_shape is not None:
+                logits = repad(logits, indices, *padded_shape)
+            kept = repad(hidden, indices, *padded_shape) if (return_hidden and padded_shape) else hidden
+            return MaskedLMOutput(logits=logits, last_hidden_state=kept if return_hidden else None)
+        # Sparse prediction: the head and decoder only see positions with a label.
+        selected = torch.nonzero(labels != -100, as_tuple=False).flatten()
+        logits = self.decoder(self.head(hidden[selected]))  # (masked_tokens, vocab)
+        target = labels[selected]
+        if selected.numel() == 0:
+            loss = logits.sum() * 0.0
+        else:
+            loss = F.cross_entropy(logits.float(), target)
+        return MaskedLMOutput(logits=logits, loss=loss, num_masked=int(selected.numel()),
+                              last_hidden_state=hidden if return_hidden else None)
+
+    def _validate(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> None:
+        cfg = self.config
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+        if input_ids.numel() == 0:
+            raise ValueError("input_ids is empty: nothing to run")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D with at least 2 entries, got shape {tuple(cu_seqlens.shape)}")
+        lo, hi = int(input_ids.min().item()), int(input_ids.max().item())
+        if lo < 0 or hi >= cfg.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {cfg.vocab_size}); the tokenizer and "
+                             "the model's vocab_size disagree")
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != input_ids.shape[0] or bool((lengths < 0).any()):
+            raise ValueError(f"cu_seqlens must start at 0, be non-decreasing and end at total_tokens="
+                             f"{input_ids.shape[0]}; got {cu_seqlens[:4].tolist()}...{cu_seqlens[-1:].tolist()}")
+        longest = int(lengths.max().item())
+        if longest > cfg.max_position_embeddings:
+            raise ValueError(f"a sequence has {longest} tokens, more than max_position_embeddings="
+                             f"{cfg.max_position_embeddings}; split documents in the data pipeline or raise "
+                             "max_position_embeddings")
+        if max_seqlen < longest:
+            raise ValueError(f"max_seqlen={max_seqlen} is smaller than the longest document ({longest})")
