@@ -1,0 +1,339 @@
+"""The training YAML's typed schema, validated before any work starts.
+
+A YAML is read with OmegaConf (so `${workdir}` interpolation works), merged with `key=value`
+overrides from the command line, then built into `TrainConfig`. Relative paths in a YAML are
+relative to that YAML's folder; relative paths given on the command line are relative to the
+directory the command runs in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .data.config import DataConfig
+from .model.config import ModernBertConfig
+from .schema import ConfigError, build, check_keys
+
+DecayShape = Literal["linear", "cosine", "1-sqrt"]
+
+
+@dataclass
+class ModelSection:
+    """`model:` a preset plus any ModernBertConfig field as an override."""
+
+    preset: str = "base"
+    """tiny, tiny-large, base or large (shapes from DESIGN.md section 4)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """ModernBertConfig fields set on top of the preset (written inline in the YAML)."""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelSection:
+        values = dict(values)
+        preset = values.pop("preset", "base")
+        names = [f.name for f in dataclasses.fields(ModernBertConfig)]
+        check_keys(values, [n for n in names if n != "preset"], "model")
+        section = cls(preset=preset, overrides=values)
+        section.build()  # validate now
+        return section
+
+    def build(self, **extra) -> ModernBertConfig:
+        try:
+            return ModernBertConfig.from_preset(self.preset, **{**self.overrides, **extra})
+        except ValueError as err:
+            raise ConfigError(f"model: {err}") from err
+
+
+@dataclass
+class OptimizerConfig:
+    """StableAdamW (torch-optimi) with fully decoupled weight decay; no decay on norms and biases."""
+
+    lr: float = 8e-4
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """Adam betas."""
+    eps: float = 1e-6
+    """Adam epsilon."""
+    weight_decay: float = 1e-5
+    """Fully decoupled weight decay per step at peak LR (scaled by lr / max_lr as the LR moves)."""
+    kahan_sum: bool | None = None
+    """Kahan summation for low-precision weights (None: optimi's default, on for bf16 weights)."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optimizer.lr must be positive, got {self.lr}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"optimizer.betas must be in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            raise ConfigError(f"optimizer.eps must be positive, got {self.eps}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class DecayConfig:
+    """The decay part of warmup-stable-decay."""
+
+    shape: DecayShape = "1-sqrt"
+    """linear, cosine or 1-sqrt."""
+    tokens: int = 0
+    """Length of the decay; it ends at max_tokens. 0 means the whole phase."""
+    final_lr_fraction: float = 0.0
+    """LR at the end, as a fraction of the peak."""
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            raise ConfigError(f"scheduler.decay.tokens must be >= 0, got {self.tokens}")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ConfigError(f"scheduler.decay.final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
+
+
+@dataclass
+class LrDrop:
+    """A step change of the LR at a token count (large phase 1 drops 5e-4 -> 5e-5 for its last 800B)."""
+
+    at_tokens: int
+    """Token count (of this phase) from which the fraction applies."""
+    lr_fraction: float
+    """Multiplier of the peak LR from then on."""
+
+
+@dataclass
+class SchedulerConfig:
+    """All schedules count tokens (sequences x seq_len) of the phase's own clock."""
+
+    warmup_tokens: int = 0
+    """Linear warmup from 0 to the peak LR."""
+    decay: DecayConfig | None = None
+    """null: constant after warmup. Otherwise warmup-stable-decay."""
+    drops: list[LrDrop] = field(default_factory=list)
+    """Step changes applied during the stable part."""
+
+    def __post_init__(self) -> None:
+        if self.warmup_tokens < 0:
+            raise ConfigError(f"scheduler.warmup_tokens must be >= 0, got {self.warmup_tokens}")
+
+
+@dataclass
+class LoadFromConfig:
+    """Start a later phase from an earlier phase's checkpoint."""
+
+    path: str
+    """A Composer checkpoint file (.pt) or a run folder (its latest checkpoint is used)."""
+    weights_only: bool = False
+    """Load only the weights, not the optimizer moments."""
+
+
+@dataclass
+class InitFromConfig:
+    """Initialize a larger model from a smaller one."""
+
+    path: str
+    """A checkpoint of ours, a run folder, or a Hugging Face model folder."""
+    mode: Literal["tile"] = "tile"
+    """Centre tiling (the ModernBERT large recipe)."""
+
+
+@dataclass
+class SaveConfig:
+    """Checkpoints."""
+
+    folder: str = "checkpoints"
+    """Where checkpoints go (one per interval, plus a `latest` pointer)."""
+    interval: str = "1000000000tok"
+    """Composer time string: e.g. '20000000000tok' or '1000ba'."""
+    keep: int = -1
+    """How many to keep; -1 keeps all (the stable phase's are the pre-decay checkpoints users anneal from)."""
+
+    def __post_init__(self) -> None:
+        if not (self.interval.endswith("tok") or self.interval.endswith("ba")):
+            raise ConfigError(f"save.interval must end in 'tok' or 'ba' (e.g. '1000000tok'), got {self.interval!r}")
+        try:
+            if int(float(self.interval.rstrip("tokba"))) <= 0:
+                raise ValueError
+        except ValueError as err:
+            raise ConfigError(f"save.interval must be a positive count, got {self.interval!r}") from err
+        if self.keep == 0 or self.keep < -1:
+            raise ConfigError(f"save.keep must be -1 (all) or a positive count, got {self.keep}")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation."""
+
+    interval: str = "1000000000tok"
+    """How often, as a Composer time string ('...tok' or '...ba')."""
+    batches: int = 20
+    """Microbatches per evaluation."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the training `data:` section (e.g. split, local, mask_prob)."""
+
+
+@dataclass
+class LoggingConfig:
+    """Observability."""
+
+    wandb: bool = False
+    """Log to Weights & Biases (offline when no API key is set)."""
+    project: str = "modernbert-pretrain"
+    """W&B project."""
+    console_interval: str = "1ba"
+    """Console log interval."""
+    progress_bar: bool = True
+    """Composer's progress bar."""
+
+
+@dataclass
+class TrainConfig:
+    """One phase of training."""
+
+    run_name: str
+    """Name of the run (checkpoint file names, W&B)."""
+    data: DataConfig
+    """The training loader."""
+    max_tokens: int
+    """Token budget of this phase (sequences x seq_len)."""
+    workdir: str = "."
+    """Base folder for `${workdir}` interpolation in the YAML."""
+    seed: int = 17
+    """Seed for init, data order and masking."""
+    model: ModelSection = field(default_factory=ModelSection)
+    """Model shape."""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """StableAdamW settings."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """LR schedule in tokens."""
+    load_from: LoadFromConfig | None = None
+    """Earlier phase's checkpoint to continue from (clock, data order and schedule restart)."""
+    init_from: InitFromConfig | None = None
+    """Smaller model to tile from."""
+    save: SaveConfig = field(default_factory=SaveConfig)
+    """Checkpointing."""
+    autoresume: bool = True
+    """Resume this run from its own latest checkpoint after a crash."""
+    eval: EvalConfig | None = None
+    """Held-out evaluation."""
+    precision: Literal["auto", "fp32", "amp_bf16"] = "auto"
+    """auto: bf16 autocast on GPU, fp32 on CPU."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile the model: auto compiles on GPU only."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Loggers."""
+    fsdp: dict[str, Any] | None = None
+    """Composer FSDP config (parallelism_config['fsdp']); null: DDP."""
+
+    def __post_init__(self) -> None:
+        if self.max_tokens <= 0:
+            raise ConfigError(f"max_tokens must be positive, got {self.max_tokens}")
+        model = self.model.build()
+        if self.data.seq_len > model.max_position_embeddings:
+            raise ConfigError(f"data.seq_len={self.data.seq_len} exceeds the model's max_position_embeddings="
+                              f"{model.max_position_embeddings}; lower seq_len or raise model.max_position_embeddings")
+        decay = self.scheduler.decay
+        decay_tokens = (decay.tokens or self.max_tokens) if decay else 0
+        if decay_tokens > self.max_tokens:
+            raise ConfigError(f"scheduler.decay.tokens={decay_tokens} is longer than max_tokens={self.max_tokens}")
+        if self.scheduler.warmup_tokens + decay_tokens > self.max_tokens:
+            raise ConfigError(f"scheduler.warmup_tokens + decay tokens ({self.scheduler.warmup_tokens} + "
+                              f"{decay_tokens}) exceed max_tokens={self.max_tokens}")
+        if self.load_from is not None and self.init_from is not None:
+            raise ConfigError("set either load_from (continue a phase) or init_from (tile a smaller model), not both")
+
+    def model_config(self, **extra) -> ModernBertConfig:
+        return self.model.build(**extra)
+
+    def check_world_size(self, world_size: int) -> None:
+        unit = self.data.device_microbatch_size * world_size
+        if self.data.global_batch_size % unit:
+            raise ConfigError(
+                f"data.global_batch_size={self.data.global_batch_size} is not divisible by "
+                f"device_microbatch_size x world_size = {self.data.device_microbatch_size} x {world_size} = {unit}; "
+                "change one of them")
+        start = self.data.batch_size_warmup_start
+        if start is not None and start % unit:
+            raise ConfigError(f"data.batch_size_warmup_start={start} is not a whole number of microbatches on every "
+                              f"rank (multiple of {unit})")
+
+
+# ---------------------------------------------------------------------------------------- loading
+_CLI_PATH_KEYS = ("workdir", "path", "folder", "local", "tokenizer")
+
+
+def _absolutize_cli_value(key: str, value: Any) -> Any:
+    leaf = key.rsplit(".", 1)[-1]
+    if isinstance(value, str) and leaf in _CLI_PATH_KEYS and value and "://" not in value \
+            and not os.path.isabs(value) and not value.startswith("${"):
+        return os.path.abspath(value)
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optimizer.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        value = OmegaConf.create({"v": raw} if raw == "" else f"v: {raw}")["v"] if raw else ""
+        out[key.strip()] = _absolutize_cli_value(key.strip(), value)
+    return out
+
+
+def load_raw(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """YAML + overrides -> a plain dict with interpolations resolved and relative paths made absolute."""
+    path = Path(yaml_path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        conf = OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot parse YAML: {err}") from err
+    if not isinstance(OmegaConf.to_container(conf), dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    base_dir = path.resolve().parent
+    if "workdir" in conf and isinstance(conf.workdir, str) and not os.path.isabs(conf.workdir):
+        conf.workdir = str((base_dir / conf.workdir).resolve())
+    for key, value in parse_overrides(overrides or []).items():
+        try:
+            OmegaConf.update(conf, key, value, merge=True, force_add=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {key}={value!r}: {err}") from err
+    try:
+        raw = OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: cannot resolve interpolation: {err}") from err
+    return _resolve_paths(raw, base_dir)
+
+
+_PATH_FIELDS = {("data", "tokenizer"), ("load_from", "path"), ("init_from", "path"), ("save", "folder")}
+
+
+def _resolve_paths(raw: dict, base_dir: Path) -> dict:
+    def fix(value):
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            candidate = base_dir / value
+            # A bare name such as 'answerdotai/ModernBERT-base' may be a hub id: keep it when no such path exists.
+            if candidate.exists() or value.startswith(".") or "/" not in value:
+                return str(candidate.resolve())
+        return value
+
+    for section, key in _PATH_FIELDS:
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raw[section][key] = fix(raw[section][key])
+    data = raw.get("data")
+    if isinstance(data, dict):
+        if isinstance(data.get("local"), str):
+            data["local"] = fix(data["local"])
+        for stream in data.get("streams") or []:
+            if isinstance(stream, dict) and isinstance(stream.get("local"), str):
+                stream["local"] = fix(stream["local"])
+    return raw
+
+
+def load_config(yaml_path, overrides: list[str] | None = None) -> TrainConfig:
+    return build(TrainConfig, load_raw(yaml_path, overrides))

@@ -1,0 +1,141 @@
+"""Typed dict -> dataclass conversion with errors that name the field and the fix.
+
+Unknown keys are errors that name the closest valid key (the published code silently ignored
+`auto_resume` for `autoresume`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Union
+
+
+class ConfigError(ValueError):
+    """A configuration problem, raised before any work starts."""
+
+
+def closest(key: str, options) -> str:
+    match = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {sorted(options)}"
+
+
+def check_keys(values: dict, allowed, where: str) -> None:
+    for key in values:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}{closest(str(key), allowed)}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def coerce(value: Any, tp, where: str) -> Any:
+    """Convert a YAML value to `tp`, or raise a ConfigError that says what was expected."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of "
+                          f"{[_type_name(a) for a in args]}")
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        builder = getattr(tp, "from_dict", None)
+        if builder is not None:
+            try:
+                return builder(value)
+            except ConfigError:
+                raise
+            except (ValueError, TypeError) as err:
+                raise ConfigError(f"{where}: {err}") from err
+        return build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        items = [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value.replace("_", ""))
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise ConfigError(f"{where}: expected an integer (e.g. 1024 or 1.7e12), got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number (e.g. 8e-4), got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def build(cls, values: dict, where: str = ""):
+    """Build dataclass `cls` from a dict, checking keys and types; `__post_init__` checks values."""
+    prefix = f"{where}." if where else ""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    check_keys(values, fields, where or cls.__name__)
+    kwargs = {name: coerce(value, hints[name], f"{prefix}{name}") for name, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"{where or cls.__name__}: missing required key(s) {missing}") from err
+        raise ConfigError(f"{where or cls.__name__}: {err}") from err
+    except ConfigError:
+        raise
+    except ValueError as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith(prefix) or not where else f"{where}: {msg}") from err

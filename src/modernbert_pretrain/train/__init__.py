@@ -1,0 +1,1 @@
+"""Composer glue: the ComposerModel, optimizer, token schedules, callbacks and the trainer builder."""

@@ -1,0 +1,246 @@
+"""Build a Composer Trainer from a validated TrainConfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from composer import Trainer
+from composer.core import DataSpec, Evaluator
+from composer.loggers import WandBLogger
+from composer.utils import dist, reproducibility
+
+from ..config import TrainConfig
+from ..model import ModernBertForMaskedLM
+from ..model.hf import load_into
+from ..schema import ConfigError
+from . import checkpoint as ckpt_io
+from .callbacks import LoaderState, RunInfo, TrainMetrics
+from .composer_model import ComposerMLM
+from .optim import apply_phase_hyperparameters, build_optimizer
+from .schedule import TokenScheduler
+
+log = logging.getLogger(__name__)
+
+SAVE_FILENAME = "ba{batch}-tok{token}-rank{rank}.pt"
+
+
+# ------------------------------------------------------------------------------ model
+def tokenizer_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """The tokenizer is the authority on special ids; the model's vocab must hold it."""
+    from ..data.tokenizer_info import tokenizer_info
+
+    info = tokenizer_info(cfg.data.tokenizer)
+    model_cfg = cfg.model_config()
+    if info.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(f"the tokenizer {cfg.data.tokenizer} has {info.vocab_size} tokens but model.vocab_size is "
+                          f"{model_cfg.vocab_size}; set model.vocab_size >= {info.vocab_size} (a multiple of 64)")
+    out = {"mask_token_id": info.mask_id}
+    for ours, theirs in (("pad_token_id", info.pad_id), ("cls_token_id", info.cls_id), ("sep_token_id", info.sep_id)):
+        if theirs is not None:
+            out[ours] = theirs
+    if info.cls_id is not None:
+        out["bos_token_id"] = info.cls_id
+    if info.sep_id is not None:
+        out["eos_token_id"] = info.sep_id
+    return out
+
+
+def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaskedLM, dict | None]:
+    """Fresh, tiled (init_from) or continued (load_from) model, plus optimizer state to restore."""
+    model_cfg = cfg.model_config(**tokenizer_overrides(cfg))
+    torch.manual_seed(cfg.seed)
+    model = ModernBertForMaskedLM(model_cfg)
+    if resuming:
+        return model, None  # Composer's autoresume restores everything
+    if cfg.init_from is not None:
+        from ..model.tiling import tile_model
+
+        source = ckpt_io.model_from_checkpoint(cfg.init_from.path)
+        log.info("tiling %s (%d params) -> %d params", cfg.init_from.path, source.num_parameters(),
+                 model.num_parameters())
+        model = tile_model(source, model_cfg)
+        return model, None
+    if cfg.load_from is not None:
+        ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
+        load_into(model, ckpt_io.model_state(ckpt))
+        optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)
+        log.info("loaded weights%s from %s", "" if optim is None else " and optimizer moments", ckpt["_path"])
+        del ckpt
+        return model, optim
+    return model, None
+
+
+def restore_optimizer(composer_model: ComposerMLM, optimizer, optim_state: dict, cfg: TrainConfig) -> None:
+    """Load the earlier phase's moments, then take every hyperparameter from this phase's YAML."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(composer_model, optimizer, optim_state,
+                             options=StateDictOptions(full_state_dict=True, strict=False))
+    apply_phase_hyperparameters(optimizer, cfg.optimizer)
+
+
+# ------------------------------------------------------------------------------- data
+def _num_tokens(batch: dict) -> dict[str, int]:
+    if "microbatches" in batch:
+        return {"total": int(batch["num_slot_tokens"]),
+                "loss_generating": sum(_masked(mb) for mb in batch["microbatches"])}
+    return {"total": int(batch["num_slot_tokens"]), "loss_generating": _masked(batch)}
+
+
+def _masked(mb: dict) -> int:
+    if "num_masked" in mb:
+        return int(mb["num_masked"])
+    return int((mb["labels"] != -100).sum())
+
+
+def _num_samples(batch: dict) -> int:
+    return int(batch["num_rows"])
+
+
+def _split(batch: dict, microbatch_size) -> list[dict]:
+    return list(batch["microbatches"])
+
+
+def train_data_spec(loader) -> DataSpec:
+    return DataSpec(loader, split_batch=_split, get_num_samples_in_batch=_num_samples,
+                    get_num_tokens_in_batch=_num_tokens)
+
+
+def eval_data_spec(loader) -> DataSpec:
+    return DataSpec(loader, get_num_samples_in_batch=_num_samples, get_num_tokens_in_batch=_num_tokens)
+
+
+def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
+    from ..data import build_eval_loader, build_train_loader
+
+    train = build_train_loader(cfg.data, rank=rank, world_size=world_size)
+    evaluator = None
+    if cfg.eval is not None:
+        eval_data = cfg.data.with_overrides(**cfg.eval.data) if cfg.eval.data else cfg.data
+        eval_loader = build_eval_loader(eval_data, rank=rank, world_size=world_size, num_batches=cfg.eval.batches)
+        evaluator = Evaluator(label="heldout", dataloader=eval_data_spec(eval_loader),
+                              metric_names=["MaskedAccuracy", "MaskedCrossEntropy"])
+    return train, evaluator
+
+
+# ------------------------------------------------------------------------- preflight
+def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
+    """Missing inputs: errors for a real run, warnings for a dry run."""
+    problems = []
+    for stream in cfg.data.stream_list():
+        if stream.remote is None and not Path(stream.local).exists():
+            problems.append(f"data: MDS folder {stream.local} does not exist (run data_prep/tokenize_to_mds.py)")
+    tok = cfg.data.tokenizer
+    if (tok.startswith("/") or tok.startswith(".")) and not Path(tok).exists():
+        problems.append(f"data.tokenizer: {tok} does not exist (run data_prep/train_tokenizer.py)")
+    if cfg.load_from is not None and not Path(cfg.load_from.path).exists():
+        problems.append(f"load_from.path: checkpoint {cfg.load_from.path} does not exist (run the earlier phase)")
+    if cfg.init_from is not None and not Path(cfg.init_from.path).exists():
+        problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
+    if strict and problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    return problems
+
+
+def check_save_folder(folder: str, needed_bytes: int) -> None:
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"save.folder: cannot write to {path}: {err}") from err
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise ConfigError(f"save.folder: {path} has {free / 2**30:.2f} GiB free, less than one checkpoint "
+                          f"(~{needed_bytes / 2**30:.2f} GiB); free space or choose another folder")
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Weights plus two Adam moments in fp32, with 10% slack."""
+    params = sum(p.numel() for p in model.parameters())
+    return int(params * 4 * 3 * 1.1)
+
+
+# ---------------------------------------------------------------------------- trainer
+def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
+    if cfg.precision == "auto":
+        return "amp_bf16" if on_gpu else "fp32"
+    if cfg.precision == "amp_bf16" and not on_gpu:
+        raise ConfigError("precision: amp_bf16 needs a GPU; use 'auto' or 'fp32' on CPU")
+    return cfg.precision
+
+
+def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
+    on_gpu = torch.cuda.is_available()
+    rank, world_size = dist.get_global_rank(), dist.get_world_size()
+    cfg.check_world_size(world_size)
+    check_paths(cfg, strict=True)
+    reproducibility.seed_all(cfg.seed)
+    resuming = cfg.autoresume and ckpt_io.has_checkpoint(cfg.save.folder)
+    if resuming:
+        log.info("autoresume: %s holds checkpoints of this run; continuing it", cfg.save.folder)
+
+    model, optim_state = build_model(cfg, resuming=resuming)
+    check_save_folder(cfg.save.folder, checkpoint_bytes(model))
+    if on_gpu:
+        model.cuda()
+    composer_model = ComposerMLM(model)
+    optimizer = build_optimizer(model, cfg.optimizer)
+    if optim_state is not None:
+        restore_optimizer(composer_model, optimizer, optim_state, cfg)
+    if on_gpu and cfg.compile != "off" or cfg.compile == "on":
+        model.model.compile(dynamic=True)  # in place: parameter names stay the same
+
+    loader, evaluator = build_loaders(cfg, rank, world_size)
+    info = {
+        "model_config": model.config.to_dict(),
+        "train_config": raw_config or {},
+        "tokenizer": cfg.data.tokenizer,
+        "phase": cfg.run_name,
+    }
+    callbacks = [LoaderState(loader), RunInfo(info), TrainMetrics(model.config)]
+    loggers = []
+    if cfg.logging.wandb:
+        if not os.environ.get("WANDB_API_KEY"):
+            os.environ.setdefault("WANDB_MODE", "offline")
+        loggers.append(WandBLogger(project=cfg.logging.project, name=cfg.run_name))
+    kwargs: dict[str, Any] = {}
+    if evaluator is not None:
+        kwargs.update(eval_dataloader=evaluator, eval_interval=cfg.eval.interval)
+    if cfg.fsdp is not None:
+        kwargs["parallelism_config"] = {"fsdp": dict(cfg.fsdp)}
+    return Trainer(
+        model=composer_model,
+        train_dataloader=train_data_spec(loader),
+        max_duration=f"{cfg.max_tokens}tok",
+        optimizers=optimizer,
+        schedulers=[TokenScheduler(cfg.scheduler, cfg.max_tokens)],
+        step_schedulers_every_batch=True,
+        device="gpu" if on_gpu else "cpu",
+        precision=_precision(cfg, on_gpu),
+        device_train_microbatch_size=cfg.data.device_microbatch_size,
+        accumulate_train_batch_on_tokens=True,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        save_folder=cfg.save.folder,
+        save_interval=cfg.save.interval,
+        save_filename=SAVE_FILENAME,
+        save_latest_filename=ckpt_io.LATEST,
+        save_num_checkpoints_to_keep=cfg.save.keep,
+        save_overwrite=False,
+        autoresume=cfg.autoresume,
+        loggers=loggers,
+        callbacks=callbacks,
+        log_to_console=True,
+        console_log_interval=cfg.logging.console_interval,
+        progress_bar=cfg.logging.progress_bar,
+        compute_training_metrics=True,
+        **kwargs,
+    )

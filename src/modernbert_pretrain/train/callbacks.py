@@ -1,0 +1,134 @@
+"""Composer callbacks: loader state in checkpoints, run metadata, and per-step metrics."""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any
+
+import torch
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+
+class LoaderState(Callback):
+    """Saves the packed loader's state (stream position, packer buffer, step clock) in every checkpoint
+    and restores it on resume, so that a resumed run yields exactly the batches an uninterrupted one
+    would without replaying past batches.
+
+    Composer only saves the state of datasets behind a torch DataLoader; ours is a custom iterable, so
+    it travels as callback state."""
+
+    def __init__(self, loader) -> None:
+        self.loader = loader
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loader": self.loader.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("loader") is not None:
+            self.loader.load_state_dict(state["loader"])
+
+
+class RunInfo(Callback):
+    """Carries what a checkpoint needs to be understood later: the model config, the resolved
+    training config, the tokenizer and the phase. Export and tiling read it back."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = dict(info)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.info)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # The running config is authoritative; keep the checkpoint's under `resumed_from`.
+        self.info.setdefault("resumed_from", state)
+
+
+def flops_per_token(cfg, mean_attended: float, masked_fraction: float) -> float:
+    """Training FLOPs per real token (forward + backward = 3 x forward):
+
+    - 6 x non-embedding parameters (every matmul of the encoder layers);
+    - attention scores and weighted sum: 12 x S x hidden per layer, with S the attended length: for
+      global layers the token's document length (mean of len^2 / len over the batch), for local layers
+      min(S, window + 1);
+    - the MLM head (dense + decoder) on the masked fraction only: 6 x (hidden^2 + hidden x vocab).
+    """
+    d, layers, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    per_layer = 3 * d * d + d * d + 2 * d * inter + inter * d
+    dense = 6 * per_layer * layers
+    n_global = sum(1 for i in range(layers) if cfg.is_global_layer(i))
+    local_span = min(mean_attended, cfg.local_attention + 1)
+    attention = 12 * d * (n_global * mean_attended + (layers - n_global) * local_span)
+    head = 6 * (d * d + d * cfg.vocab_size) * masked_fraction
+    return dense + attention + head
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak of known accelerators (for MFU); None when unknown (CPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    table = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "B200": 2250e12}
+    for key, value in table.items():
+        if key in name:
+            return value
+    return None
+
+
+class TrainMetrics(Callback):
+    """Per-step: real tokens/s, MFU, packing efficiency, global batch size, tokens seen, LR, memory."""
+
+    def __init__(self, model_config) -> None:
+        self.model_config = model_config
+        self._t0 = None
+
+    def before_train_batch(self, state: State, logger: Logger) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+
+    def after_train_batch(self, state: State, logger: Logger) -> None:
+        if self._t0 is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - self._t0
+        stats = self._batch_stats(state.batch)
+        totals = torch.tensor([stats["real"], stats["slots"], stats["rows"], stats["masked"], stats["sq"]],
+                              dtype=torch.float64, device=state.device._device if hasattr(state.device, "_device")
+                              else "cpu")
+        dist.all_reduce(totals, reduce_operation="SUM")
+        real, slots, rows, masked, sq = totals.tolist()
+        metrics = {
+            "throughput/real_tokens_per_s": real / elapsed,
+            "data/packing_efficiency": real / max(slots, 1),
+            "data/global_batch_size": rows,
+            "data/masked_fraction": masked / max(real, 1),
+            "time/tokens_seen": int(state.timestamp.token.value),
+            "lr": state.optimizers[0].param_groups[0]["lr"],
+        }
+        peak = peak_flops(torch.device("cuda")) if torch.cuda.is_available() else None
+        fpt = flops_per_token(self.model_config, sq / max(real, 1), masked / max(real, 1))
+        metrics["throughput/model_tflops_per_s_per_device"] = fpt * real / elapsed / dist.get_world_size() / 1e12
+        if peak:
+            metrics["throughput/mfu"] = fpt * real / elapsed / dist.get_world_size() / peak
+        if torch.cuda.is_available():
+            metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        else:
+            metrics["memory/max_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        logger.log_metrics(metrics)
+
+    @staticmethod
+    def _batch_stats(batch: dict) -> dict[str, float]:
+        real = slots = rows = masked = sq = 0
+        for mb in batch["microbatches"]:
+            cu = mb["cu_seqlens"].detach().to("cpu", torch.int64)
+            lengths = cu[1:] - cu[:-1]
+            real += int(lengths.sum())
+            sq += int((lengths * lengths).sum())
+            slots += int(mb["num_slot_tokens"])
+            rows += int(mb["num_rows"])
+            masked += int((mb["labels"] != -100).sum())
+        return {"real": real, "slots": slots, "rows": rows, "masked": masked, "sq": sq}

@@ -1,0 +1,106 @@
+"""Reading Composer checkpoints of ours: find them, extract weights, optimizer moments and run info."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..model import ModernBertConfig, ModernBertForMaskedLM
+from ..model.hf import CONFIG_NAME, normalize_key
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest-rank0.pt"
+_CKPT_RE = re.compile(r"ba(\d+)")
+
+
+class CheckpointError(ValueError):
+    """A path is not a checkpoint we can use; the message says what was expected."""
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Monolithic checkpoints of a run folder, oldest first (by batch number)."""
+    files = [p for p in folder.glob("*.pt") if p.is_file() and not p.is_symlink() and _CKPT_RE.search(p.name)]
+    return sorted(files, key=lambda p: int(_CKPT_RE.search(p.name).group(1)))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        latest = p / LATEST
+        if latest.exists():
+            return latest.resolve()
+        found = list_checkpoints(p)
+        if found:
+            return found[-1]
+        raise CheckpointError(f"{p} holds no checkpoint (*.pt with a batch number, or {LATEST}); "
+                              "point to a checkpoint file or a run's save folder")
+    raise CheckpointError(f"checkpoint {p} does not exist")
+
+
+def has_checkpoint(folder: str | Path) -> bool:
+    p = Path(folder)
+    return p.is_dir() and ((p / LATEST).exists() or bool(list_checkpoints(p)))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    file = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise CheckpointError(f"{file} is not a readable checkpoint: {err}") from err
+    if not isinstance(ckpt, dict) or "state" not in ckpt or "model" not in ckpt["state"]:
+        raise CheckpointError(f"{file} is not a Composer checkpoint (no state/model)")
+    ckpt["_path"] = str(file)
+    return ckpt
+
+
+def run_info(ckpt: dict[str, Any]) -> dict[str, Any]:
+    callbacks = ckpt["state"].get("callbacks", {}) or {}
+    info = callbacks.get("RunInfo")
+    if not info or "model_config" not in info:
+        raise CheckpointError(f"{ckpt.get('_path')} has no run info (model config); was it written by this "
+                              "framework's train.py?")
+    return info
+
+
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """ComposerMLM keys ('model.<hf key>') -> transformers keys."""
+    out = {}
+    for key, value in ckpt["state"]["model"].items():
+        key = normalize_key(key)
+        if key.startswith("model."):
+            key = key[len("model."):]
+        out[normalize_key(key)] = value
+    return out
+
+
+def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertForMaskedLM:
+    """Our checkpoint file/run folder, or a Hugging Face folder -> the model it holds."""
+    p = Path(path)
+    if p.is_dir() and (p / CONFIG_NAME).is_file():
+        return ModernBertForMaskedLM.from_pretrained(p, **config_overrides)
+    ckpt = load_checkpoint(p)
+    values = dict(run_info(ckpt)["model_config"])
+    values.update(config_overrides)
+    model = ModernBertForMaskedLM(ModernBertConfig.from_dict(values), init=False)
+    from ..model.hf import load_into
+
+    load_into(model, model_state(ckpt))
+    return model
+
+
+def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    optims = ckpt["state"].get("optimizers") or {}
+    if not optims:
+        return None
+    if len(optims) != 1:
+        raise CheckpointError(f"{ckpt.get('_path')} holds several optimizers {list(optims)}; expected one")
+    return next(iter(optims.values()))

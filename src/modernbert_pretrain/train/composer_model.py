@@ -1,0 +1,77 @@
+"""The ComposerModel around ModernBertForMaskedLM: MLM loss and masked accuracy."""
+
+from __future__ import annotations
+
+import torch
+from composer.models import ComposerModel
+from torchmetrics import Metric
+
+from ..model import ModernBertForMaskedLM
+
+
+class MaskedAccuracy(Metric):
+    """Top-1 accuracy over positions with a label (the masked tokens)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("correct", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.correct += (logits.argmax(dim=-1) == targets).sum()
+        self.total += targets.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.correct / self.total.clamp(min=1)
+
+
+class MaskedCrossEntropy(Metric):
+    """Mean cross-entropy over masked tokens, weighted by token (not by batch)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("loss_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.loss_sum += torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        self.total += targets.numel()
+
+    def compute(self) -> torch.Tensor:
+        return self.loss_sum / self.total.clamp(min=1)
+
+
+def _masked_targets(batch: dict) -> torch.Tensor:
+    labels = batch["labels"]
+    return labels[labels != -100]
+
+
+class ComposerMLM(ComposerModel):
+    """Runs one packed microbatch (flat input_ids, labels, cu_seqlens, max_seqlen) through the model."""
+
+    def __init__(self, model: ModernBertForMaskedLM) -> None:
+        super().__init__()
+        self.model = model
+        self.train_metrics = {"MaskedAccuracy": MaskedAccuracy()}
+        self.eval_metrics = {"MaskedAccuracy": MaskedAccuracy(), "MaskedCrossEntropy": MaskedCrossEntropy()}
+
+    def forward(self, batch: dict):
+        return self.model(input_ids=batch["input_ids"], labels=batch["labels"], cu_seqlens=batch["cu_seqlens"],
+                          max_seqlen=int(batch["max_seqlen"]))
+
+    def loss(self, outputs, batch: dict, *args, **kwargs) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: dict, outputs=None):
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Metric]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: dict, outputs, metric: Metric) -> None:
+        # Sparse prediction: logits are already restricted to the masked positions, in order.
+        metric.update(outputs.logits.detach(), _masked_targets(batch))

@@ -1,0 +1,78 @@
+"""`python train.py <yaml> [key=value ...] [--dry-run]` and `composer train.py ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..config import load_config, load_raw
+from ..schema import ConfigError, build
+
+log = logging.getLogger("modernbert_pretrain")
+
+
+def git_sha() -> str:
+    root = Path(__file__).resolve().parents[3]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Pretrain a ModernBERT encoder from a YAML config.",
+        epilog="Overrides are dotted keys: optimizer.lr=3e-4 data.seq_len=8192 workdir=/data/run1")
+    parser.add_argument("config", help="training YAML (e.g. yamls/phase1.yaml)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the plan as JSON; no training")
+    parser.add_argument("--world-size", type=int, default=None,
+                        help="for --dry-run: world size to check batch arithmetic against (default: $WORLD_SIZE or 1)")
+    return parser.parse_args(argv)
+
+
+def dry_run(args) -> int:
+    from ..config import TrainConfig
+    from .builder import check_paths
+    from .plan import make_plan
+
+    raw = load_raw(args.config, args.overrides)
+    cfg = build(TrainConfig, raw)
+    world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    cfg.check_world_size(world)
+    for problem in check_paths(cfg, strict=False):
+        print(f"warning: {problem}", file=sys.stderr)
+    print(json.dumps(make_plan(cfg, world)))
+    return 0
+
+
+def run(args) -> int:
+    from composer.utils import dist
+
+    from .builder import build_trainer
+
+    raw = load_raw(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    if dist.get_global_rank() == 0:
+        log.info("git sha: %s", git_sha())
+        log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
+    trainer = build_trainer(cfg, raw_config=raw)
+    trainer.fit()
+    trainer.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return dry_run(args) if args.dry_run else run(args)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
