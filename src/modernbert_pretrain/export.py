@@ -1,0 +1,204 @@
+"""Checkpoint -> Hugging Face folders.
+
+    python -m modernbert_pretrain.export <checkpoint file or run folder> <out dir> [--all] [--dtype float32|bfloat16]
+
+Each checkpoint becomes `<out dir>/step<batch>-tok<tokens>/` with config.json, model.safetensors, the
+tokenizer files and training_metadata.json (phase, step, tokens seen, LR, training YAML). A folder is
+written under a temporary name and renamed when complete, so a partial export never looks complete.
+The last line printed is the path of the (last) exported folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import ModernBertConfig, ModernBertForMaskedLM
+from .model.hf import load_into
+
+METADATA_NAME = "training_metadata.json"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ExportError(ValueError):
+    """Something about the input or output of an export is wrong; the message says what."""
+
+
+# --------------------------------------------------------------------------------- reading
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    from .train.checkpoint import CheckpointError, load_checkpoint
+
+    if path.is_dir() and (path / ".metadata").is_file():
+        return _read_sharded(path)
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from err
+
+
+def _read_sharded(folder: Path) -> dict[str, Any]:
+    """An FSDP sharded (torch.distributed.checkpoint) folder -> one in-memory state."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "full.pt"
+        dcp_to_torch_save(str(folder), str(target))
+        ckpt = torch.load(target, map_location="cpu", weights_only=False)
+    if "state" not in ckpt:
+        raise ExportError(f"{folder} is a sharded checkpoint without Composer state")
+    ckpt["_path"] = str(folder)
+    return ckpt
+
+
+def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Step, tokens, LR, phase and config of a loaded checkpoint, without keeping the optimizer."""
+    from .train.checkpoint import CheckpointError, run_info
+
+    state = ckpt["state"]
+    try:
+        info = run_info(ckpt)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from err
+    stamp = state.get("timestamp", {}) or {}
+    step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
+    lr = None
+    for optim in (state.get("optimizers") or {}).values():
+        groups = optim.get("param_groups") or []
+        if groups:
+            lr = float(groups[0].get("lr"))
+    return {"phase": info.get("phase"), "step": step, "tokens_seen": tokens, "lr": lr,
+            "model_config": info["model_config"], "tokenizer": info.get("tokenizer"),
+            "train_config": info.get("train_config"), "checkpoint": ckpt.get("_path")}
+
+
+def _time_value(value) -> int:
+    if value is None:
+        return 0
+    if hasattr(value, "value"):
+        return int(value.value)
+    if isinstance(value, dict) and "value" in value:
+        return int(value["value"])
+    return int(value)
+
+
+def build_model(ckpt: dict[str, Any], meta: dict[str, Any]) -> ModernBertForMaskedLM:
+    from .train.checkpoint import model_state
+
+    try:
+        config = ModernBertConfig.from_dict(dict(meta["model_config"]))
+    except (ValueError, TypeError) as err:
+        raise ExportError(f"{meta['checkpoint']}: its model config cannot be mapped to ModernBERT: {err}") from err
+    model = ModernBertForMaskedLM(config, init=False)
+    try:
+        load_into(model, model_state(ckpt))
+    except ValueError as err:
+        raise ExportError(f"{meta['checkpoint']}: {err}") from err
+    return model
+
+
+# --------------------------------------------------------------------------------- writing
+def folder_name(meta: dict[str, Any]) -> str:
+    return f"step{meta['step']}-tok{meta['tokens_seen']}"
+
+
+def _same_export(folder: Path, meta: dict[str, Any]) -> bool:
+    existing = folder / METADATA_NAME
+    if not existing.is_file():
+        return False
+    old = json.loads(existing.read_text())
+    return all(old.get(k) == meta.get(k) for k in ("phase", "step", "tokens_seen"))
+
+
+def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: Path, *,
+                 dtype: torch.dtype | None = None, tokenizer: str | None = None) -> tuple[Path, bool]:
+    """Write one export atomically. Returns (folder, written); written is False when it already existed."""
+    out_root.mkdir(parents=True, exist_ok=True)
+    target = out_root / folder_name(meta)
+    if target.exists():
+        if _same_export(target, meta):
+            return target, False
+        raise ExportError(f"{target} already holds a different export (or something else); remove it or choose "
+                          "another output folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=out_root))
+    try:
+        model.save_pretrained(tmp, dtype=dtype)
+        tok = tokenizer or meta.get("tokenizer")
+        if tok:
+            _save_tokenizer(tok, tmp)
+        public = {k: v for k, v in meta.items() if k != "model_config"}
+        (tmp / METADATA_NAME).write_text(json.dumps(public, indent=2, default=str) + "\n")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, True
+
+
+def _save_tokenizer(name_or_path: str, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as err:  # noqa: BLE001 - transformers raises many types
+        raise ExportError(f"cannot load the run's tokenizer {name_or_path!r}: {err}; pass --tokenizer") from err
+    tokenizer.save_pretrained(out)
+
+
+def export_checkpoint(path: str | Path, out_root: str | Path, *, dtype: str = "float32",
+                      tokenizer: str | None = None) -> tuple[Path, bool]:
+    """One checkpoint file -> one folder. The optimizer state is dropped right after reading."""
+    ckpt = _read_checkpoint(Path(path))
+    meta = describe(ckpt)
+    ckpt["state"].pop("optimizers", None)
+    model = build_model(ckpt, meta)
+    del ckpt
+    return write_folder(model, meta, Path(out_root), dtype=_DTYPES[dtype], tokenizer=tokenizer)
+
+
+def checkpoints_of(path: Path, everything: bool) -> list[Path]:
+    from .train.checkpoint import CheckpointError, list_checkpoints, resolve_checkpoint
+
+    if path.is_file() or (path.is_dir() and (path / ".metadata").is_file()):
+        return [path]
+    if not path.exists():
+        raise ExportError(f"{path} does not exist")
+    if everything:
+        found = list_checkpoints(path)
+        if not found:
+            raise ExportError(f"{path} holds no checkpoints (*.pt with a batch number)")
+        return found
+    try:
+        return [resolve_checkpoint(path)]
+    except CheckpointError as err:
+        raise ExportError(str(err)) from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m modernbert_pretrain.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a checkpoint file, a sharded checkpoint folder, or a run's save folder")
+    parser.add_argument("out", help="output folder; one subfolder per checkpoint")
+    parser.add_argument("--all", action="store_true", help="export every checkpoint of a run (skips finished ones)")
+    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer to bundle (default: the run's own)")
+    args = parser.parse_args(argv)
+    try:
+        last = None
+        for ckpt in checkpoints_of(Path(args.checkpoint), args.all):
+            last, written = export_checkpoint(ckpt, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
+            print(f"{'exported' if written else 'already exported'}: {ckpt} -> {last}", file=sys.stderr)
+    except ExportError as err:
+        print(f"export error: {err}", file=sys.stderr)
+        return 2
+    print(last)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

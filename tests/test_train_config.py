@@ -1,0 +1,110 @@
+"""The training YAML schema: every wrong config fails before any work, with its own message."""
+
+import copy
+
+import pytest
+import yaml
+
+from modernbert_pretrain.config import load_config
+from modernbert_pretrain.schema import ConfigError
+
+GOOD = {
+    "run_name": "t",
+    "workdir": ".",
+    "max_tokens": 100000,
+    "model": {"preset": "tiny"},
+    "data": {"tokenizer": "tok", "local": "mds", "seq_len": 128, "device_microbatch_size": 4,
+             "global_batch_size": 16},
+    "optimizer": {"lr": 1e-3},
+    "scheduler": {"warmup_tokens": 1000},
+    "save": {"folder": "ckpt", "interval": "1000tok"},
+}
+
+
+def _with(path: str, value):
+    cfg = copy.deepcopy(GOOD)
+    node = cfg
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+    return cfg
+
+
+_DELETE = object()
+
+BAD = [
+    ("unknown top-level key with a suggestion", _with("auto_resume", True), r"auto_resume.*did you mean 'autoresume'"),
+    ("misspelled optimizer key", _with("optimizer.learning_rate", 1e-3), r"optimizer: unknown key 'learning_rate'"),
+    ("misspelled data key", _with("data.seq_length", 128), r"seq_length.*seq_len"),
+    ("misspelled model field", _with("model.hidden_sise", 64), r"hidden_sise.*hidden_size"),
+    ("string where a number belongs", _with("optimizer.lr", "fast"), r"optimizer.lr: expected a number"),
+    ("bool where an integer belongs", _with("max_tokens", True), r"max_tokens: expected an integer"),
+    ("fractional token count", _with("max_tokens", 12.5), r"max_tokens: expected an integer \(e.g. 1024 or 1.7e12\), got 12.5"),
+    ("negative lr", _with("optimizer.lr", -1.0), r"optimizer.lr must be positive"),
+    ("beta out of range", _with("optimizer.betas", [0.9, 1.5]), r"optimizer.betas"),
+    ("wrong number of betas", _with("optimizer.betas", [0.9]), r"optimizer.betas: expected 2 values"),
+    ("unknown decay shape", _with("scheduler.decay", {"shape": "exp"}), r"scheduler.decay.shape.*not one of"),
+    ("decay longer than the phase", _with("scheduler.decay", {"shape": "linear", "tokens": 10**9}),
+     r"decay.tokens=.*longer than max_tokens"),
+    ("warmup + decay over budget", _with("scheduler", {"warmup_tokens": 90000, "decay": {"tokens": 20000}}),
+     r"warmup_tokens \+ decay"),
+    ("zero token budget", _with("max_tokens", 0), r"max_tokens must be positive"),
+    ("unknown model preset", _with("model.preset", "huge"), r"unknown model preset 'huge'"),
+    ("seq_len above the model maximum", _with("data.seq_len", 4096), r"exceeds the model's max_position_embeddings"),
+    ("batch not divisible by microbatch", _with("data.global_batch_size", 10), r"global_batch_size=10"),
+    ("bad save interval unit", _with("save.interval", "10ep"), r"save.interval must end in 'tok' or 'ba'"),
+    ("zero checkpoints kept", _with("save.keep", 0), r"save.keep"),
+    ("both load_from and init_from", _with("init_from", {"path": "x"}) | {"load_from": {"path": "y"}},
+     r"either load_from .* or init_from"),
+    ("missing required data section", _with("data", _DELETE), r"missing required key.*data"),
+    ("unknown attention backend", _with("model.attn_backend", "fast"), r"unknown backend 'fast'"),
+    ("mask rate out of range", _with("data.mask_prob", 1.5), r"mask_prob"),
+    ("unknown precision", _with("precision", "fp8"), r"precision.*not one of"),
+    ("rope theta of -1 (the published NaN export)", _with("model.local_rope_theta", -1), r"local_rope_theta"),
+]
+
+
+@pytest.mark.parametrize("name,raw,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_rejected_with_a_specific_message(tmp_path, name, raw, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises((ConfigError, ValueError), match=match):
+        load_config(path)
+
+
+def test_messages_are_distinct():
+    assert len({b[2] for b in BAD}) == len(BAD) >= 20
+
+
+def test_good_config_loads_and_resolves_paths_relative_to_the_yaml(tmp_path):
+    sub = tmp_path / "configs"
+    sub.mkdir()
+    (sub / "c.yaml").write_text(yaml.safe_dump(GOOD))
+    cfg = load_config(sub / "c.yaml")
+    assert cfg.data.local == str(sub / "mds")
+    assert cfg.save.folder == str(sub / "ckpt")
+
+
+def test_world_size_arithmetic(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    cfg = load_config(path)
+    cfg.check_world_size(2)
+    with pytest.raises(ConfigError, match="not divisible by device_microbatch_size x world_size"):
+        cfg.check_world_size(3)
+
+
+def test_overrides_and_interpolation(tmp_path):
+    raw = copy.deepcopy(GOOD)
+    raw["data"]["local"] = "${workdir}/mds"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path, [f"workdir={tmp_path}/w", "optimizer.lr=3e-4"])
+    assert cfg.data.local == f"{tmp_path}/w/mds"
+    assert cfg.optimizer.lr == 3e-4
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_config(path, ["optimizer.lr"])
