@@ -164,6 +164,18 @@ class SaveConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Hugging Face folders written during training."""
+
+    folder: str = "hf"
+    """Where the folders go (one per export, named step<batch>-tok<tokens>)."""
+    interval: str = "checkpoint"
+    """'checkpoint' (with every checkpoint) or a Composer time string ('...tok' / '...ba')."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weight dtype of the exported safetensors."""
+
+
+@dataclass
 class EvalConfig:
     """Held-out evaluation."""
 
@@ -219,6 +231,8 @@ class TrainConfig:
     """Resume this run from its own latest checkpoint after a crash."""
     eval: EvalConfig | None = None
     """Held-out evaluation."""
+    export: ExportConfig | None = None
+    """Export Hugging Face folders during training (null: export afterwards with modernbert_pretrain.export)."""
     precision: Literal["auto", "fp32", "amp_bf16"] = "auto"
     """auto: bf16 autocast on GPU, fp32 on CPU."""
     compile: Literal["auto", "on", "off"] = "auto"
@@ -310,7 +324,8 @@ def load_raw(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -
     return _resolve_paths(raw, base_dir)
 
 
-_PATH_FIELDS = {("data", "tokenizer"), ("load_from", "path"), ("init_from", "path"), ("save", "folder")}
+_PATH_FIELDS = {("data", "tokenizer"), ("load_from", "path"), ("init_from", "path"), ("save", "folder"),
+                ("export", "folder")}
 
 
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:

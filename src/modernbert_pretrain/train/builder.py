@@ -19,7 +19,7 @@ from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
 from . import checkpoint as ckpt_io
-from .callbacks import LoaderState, RunInfo, TrainMetrics
+from .callbacks import HFExport, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .schedule import TokenScheduler
@@ -112,7 +112,7 @@ def train_data_spec(loader) -> DataSpec:
 
 
 def eval_data_spec(loader) -> DataSpec:
-    return DataSpec(loader, get_num_samples_in_batch=_num_samples, get_num_tokens_in_batch=_num_tokens)
+    return train_data_spec(loader)
 
 
 def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
@@ -122,9 +122,10 @@ def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
     evaluator = None
     if cfg.eval is not None:
         eval_data = cfg.data.with_overrides(**cfg.eval.data) if cfg.eval.data else cfg.data
-        eval_loader = build_eval_loader(eval_data, rank=rank, world_size=world_size, num_batches=cfg.eval.batches)
+        eval_loader = build_eval_loader(eval_data, rank=rank, world_size=world_size)
         evaluator = Evaluator(label="heldout", dataloader=eval_data_spec(eval_loader),
-                              metric_names=["MaskedAccuracy", "MaskedCrossEntropy"])
+                              metric_names=["MaskedAccuracy", "MaskedCrossEntropy"],
+                              subset_num_batches=cfg.eval.batches)
     return train, evaluator
 
 
@@ -205,7 +206,13 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
         "tokenizer": cfg.data.tokenizer,
         "phase": cfg.run_name,
     }
-    callbacks = [LoaderState(loader), RunInfo(info), TrainMetrics(model.config)]
+    # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
+    # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
+    callbacks = [RunInfo(info), TrainMetrics(model.config)]
+    if cfg.export is not None:
+        interval = cfg.save.interval if cfg.export.interval == "checkpoint" else cfg.export.interval
+        callbacks.append(HFExport(cfg.export.folder, interval, tokenizer=cfg.data.tokenizer, phase=cfg.run_name,
+                                  train_config=raw_config or {}, dtype=cfg.export.dtype))
     loggers = []
     if cfg.logging.wandb:
         if not os.environ.get("WANDB_API_KEY"):

@@ -12,25 +12,6 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 
-class LoaderState(Callback):
-    """Saves the packed loader's state (stream position, packer buffer, step clock) in every checkpoint
-    and restores it on resume, so that a resumed run yields exactly the batches an uninterrupted one
-    would without replaying past batches.
-
-    Composer only saves the state of datasets behind a torch DataLoader; ours is a custom iterable, so
-    it travels as callback state."""
-
-    def __init__(self, loader) -> None:
-        self.loader = loader
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"loader": self.loader.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("loader") is not None:
-            self.loader.load_state_dict(state["loader"])
-
-
 class RunInfo(Callback):
     """Carries what a checkpoint needs to be understood later: the model config, the resolved
     training config, the tokenizer and the phase. Export and tiling read it back."""
@@ -132,3 +113,50 @@ class TrainMetrics(Callback):
             rows += int(mb["num_rows"])
             masked += int((mb["labels"] != -100).sum())
         return {"real": real, "slots": slots, "rows": rows, "masked": masked, "sq": sq}
+
+
+class HFExport(Callback):
+    """Writes a Hugging Face folder (config, safetensors, tokenizer, metadata) at an interval, on rank 0.
+
+    It exports the in-memory weights, so it needs no checkpoint read-back: one safetensors write of the
+    model (about 600 MB for base in fp32), far shorter than the interval."""
+
+    def __init__(self, folder: str, interval: str, *, tokenizer: str, phase: str, train_config: dict,
+                 dtype: str = "float32") -> None:
+        from composer.utils.misc import create_interval_scheduler
+
+        self.folder = folder
+        self.interval = interval
+        self.tokenizer = tokenizer
+        self.phase = phase
+        self.train_config = train_config
+        self.dtype = dtype
+        self._due = create_interval_scheduler(interval, include_end_of_training=True)
+        self.exported: list[str] = []
+
+    def batch_checkpoint(self, state: State, logger: Logger) -> None:
+        from composer.core import Event
+
+        if self._due(state, Event.BATCH_CHECKPOINT):
+            self._export(state)
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        # The interval scheduler treats the last batch as due; export it if batch_checkpoint did not.
+        stamp = int(state.timestamp.batch.value)
+        if not any(path.endswith(f"/step{stamp}-tok{int(state.timestamp.token.value)}") for path in self.exported):
+            self._export(state)
+
+    def _export(self, state: State) -> None:
+        if dist.get_global_rank() != 0:
+            return
+        from pathlib import Path
+
+        from ..export import _DTYPES, write_folder
+
+        model = state.model.module.model if hasattr(state.model, "module") else state.model.model
+        meta = {"phase": self.phase, "step": int(state.timestamp.batch.value),
+                "tokens_seen": int(state.timestamp.token.value),
+                "lr": float(state.optimizers[0].param_groups[0]["lr"]), "tokenizer": self.tokenizer,
+                "train_config": self.train_config, "checkpoint": None}
+        folder, _ = write_folder(model, meta, Path(self.folder), dtype=_DTYPES[self.dtype], tokenizer=self.tokenizer)
+        self.exported.append(str(folder))
