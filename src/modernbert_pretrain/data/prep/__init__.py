@@ -1,0 +1,1 @@
+"""Library side of the data_prep scripts (corpus, tokenizer, MDS shards, validation)."""

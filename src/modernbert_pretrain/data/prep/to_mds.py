@@ -1,0 +1,212 @@
+"""Tokenize documents into MDS shards the loader reads.
+
+Every document becomes ``[CLS] tokens [SEP]``. A document with more than ``max_seq_len - 2``
+tokens is split into consecutive pieces of at most that many content tokens, each wrapped in
+[CLS] ... [SEP]: every token is kept, in order, in consecutive samples. Empty documents (only
+whitespace) are skipped and counted. The ``input_ids`` column uses the smallest unsigned dtype that
+holds the vocabulary (``uint16`` below 65,536 tokens). Each shard records sha1 and xxh64 hashes so
+``validate_hash`` and ``data_prep/validate_dataset.py`` can check it.
+
+Reading and writing happen in this process in input order; tokenization runs in ``workers``
+processes with a bounded number of batches in flight, so the output does not depend on the
+worker count.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
+from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
+from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
+
+_SHARD_GLOBS = (INDEX_NAME, "shard.*.mds", "shard.*.mds.*")
+_worker_tokenizer = None
+
+
+@dataclass
+class MdsSummary:
+    output: str
+    files: int
+    documents: int
+    """Non-empty documents written."""
+    empty_documents: int
+    """Documents skipped because they hold only whitespace."""
+    split_documents: int
+    """Documents longer than ``max_seq_len`` (written as several consecutive samples)."""
+    samples: int
+    tokens: int
+    """All tokens written, [CLS]/[SEP] included."""
+    content_tokens: int
+    seconds: float
+    shards: int
+    dtype: str
+    vocab_size: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def existing_shard_files(output_dir: str) -> list[str]:
+    found: set[str] = set()
+    for pattern in _SHARD_GLOBS:
+        found.update(glob.glob(os.path.join(output_dir, pattern)))
+    return sorted(found)
+
+
+def prepare_output(output_dir: str, overwrite: bool) -> None:
+    """Refuse a directory that holds shards unless ``overwrite``; then require it empty."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputExistsError(f"output {output_dir} exists and is not a directory")
+    shards = existing_shard_files(output_dir) if os.path.isdir(output_dir) else []
+    if shards and not overwrite:
+        raise OutputExistsError(
+            f"output directory {output_dir} already holds shards ({len(shards)} files, e.g. "
+            f"{os.path.basename(shards[0])}); pass --overwrite to replace them or choose another --output"
+        )
+    for path in shards:
+        os.remove(path)
+    if os.path.isdir(output_dir):
+        others = sorted(os.listdir(output_dir))
+        if others:
+            raise OutputExistsError(
+                f"output directory {output_dir} holds other files ({', '.join(others[:5])}); use an empty "
+                f"or new directory"
+            )
+    os.makedirs(output_dir, exist_ok=True)
+
+
+def _init_worker(tokenizer_json: str) -> None:
+    global _worker_tokenizer
+    from tokenizers import Tokenizer
+
+    _worker_tokenizer = Tokenizer.from_str(tokenizer_json)
+
+
+def _encode(texts: list[str]) -> list[np.ndarray]:
+    """Content token ids of each text (no special tokens). Each (n_i,) int64."""
+    encodings = _worker_tokenizer.encode_batch(texts, add_special_tokens=False)
+    return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
+
+def _batches(files: Sequence[str], text_field: str, batch_docs: int, counts: dict[str, int]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for path in files:
+        for text in iter_documents(path, text_field):
+            if not text.strip():
+                counts["empty"] += 1
+                continue
+            batch.append(text)
+            if len(batch) >= batch_docs:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def split_document(ids: np.ndarray, cls_id: int, sep_id: int, max_seq_len: int, dtype: np.dtype) -> list[np.ndarray]:
+    """[CLS] ids [SEP], split into consecutive pieces of at most ``max_seq_len`` tokens each."""
+    chunk = max_seq_len - 2
+    pieces = []
+    for start in range(0, ids.size, chunk):
+        piece = np.empty(min(chunk, ids.size - start) + 2, dtype=dtype)  # (len + 2,)
+        piece[0], piece[-1] = cls_id, sep_id
+        piece[1:-1] = ids[start:start + chunk]
+        pieces.append(piece)
+    return pieces
+
+
+def _encoded_batches(batches: Iterator[list[str]], workers: int, tokenizer_json: str) -> Iterator[list[np.ndarray]]:
+    """Encode in order; with workers > 1 keep at most 2 x workers batches in flight."""
+    if workers <= 1:
+        _init_worker(tokenizer_json)
+        for batch in batches:
+            yield _encode(batch)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tokenizer_json,)) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_encode, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _load(tokenizer: str):
+    from modernbert_pretrain.data.tokenizer_info import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    if tok.cls_token_id is None or tok.sep_token_id is None:
+        raise TokenizerLoadError(f"tokenizer {tokenizer!r} lacks a cls or sep token ([CLS]/[SEP])")
+    return tok
+
+
+def _remove_partial(output_dir: str) -> None:
+    for path in existing_shard_files(output_dir):
+        os.remove(path)
+
+
+def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, text_field: str = "text",
+                    workers: int = 1, max_seq_len: int = 8192, overwrite: bool = False,
+                    shard_size: int | str = 1 << 26, compression: str | None = None,
+                    batch_docs: int = 256, progress: bool = True) -> MdsSummary:
+    """Tokenize ``inputs`` (files or directories) into MDS shards in ``output_dir``."""
+    from streaming import MDSWriter
+    from tqdm import tqdm
+
+    if max_seq_len < 3:
+        raise ValueError(f"max_seq_len={max_seq_len} must be >= 3 ([CLS] + one token + [SEP])")
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be >= 1")
+    files = find_input_files(inputs)
+    tok = _load(tokenizer)
+    dtype = token_dtype(len(tok))
+    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+    prepare_output(output_dir, overwrite)
+    counts = {"empty": 0, "docs": 0, "split": 0, "samples": 0, "tokens": 0, "content": 0}
+    started = time.perf_counter()
+    writer = MDSWriter(out=output_dir, columns={TOKEN_COLUMN: f"ndarray:{dtype.name}"}, hashes=list(SHARD_HASHES),
+                       size_limit=shard_size, compression=compression)
+    try:
+        with tqdm(desc="tokenize", unit="doc", disable=not progress) as bar:
+            batches = _batches(files, text_field, batch_docs, counts)
+            for encoded in _encoded_batches(batches, workers, tok.backend_tokenizer.to_str()):
+                for ids in encoded:
+                    if ids.size == 0:
+                        counts["empty"] += 1
+                        continue
+                    pieces = split_document(ids, cls_id, sep_id, max_seq_len, dtype)
+                    for piece in pieces:
+                        writer.write({TOKEN_COLUMN: piece})
+                    counts["docs"] += 1
+                    counts["split"] += len(pieces) > 1
+                    counts["samples"] += len(pieces)
+                    counts["content"] += int(ids.size)
+                    counts["tokens"] += int(ids.size) + 2 * len(pieces)
+                bar.update(len(encoded))
+        if counts["docs"] == 0:
+            raise InputDataError(
+                f"no documents to write: {len(files)} input file(s) hold "
+                f"{'only empty documents' if counts['empty'] else 'no documents'} ({', '.join(files[:3])})"
+            )
+        writer.finish()
+    except BaseException:
+        writer.cancel_future_jobs()
+        _remove_partial(output_dir)
+        raise
+    shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p) != INDEX_NAME])
+    return MdsSummary(output=output_dir, files=len(files), documents=counts["docs"], empty_documents=counts["empty"],
+                      split_documents=counts["split"], samples=counts["samples"], tokens=counts["tokens"],
+                      content_tokens=counts["content"], seconds=time.perf_counter() - started, shards=shards,
+                      dtype=dtype.name, vocab_size=len(tok))
