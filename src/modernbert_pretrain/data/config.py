@@ -332,7 +332,12 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if missing:
         raise DataConfigError(f"{where}: missing required key(s) {missing}")
     kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except DataConfigError as err:
+        if str(err).startswith(where):
+            raise
+        raise DataConfigError(f"{where}: {err}") from None
 
 
 def _type_name(tp: Any) -> str:

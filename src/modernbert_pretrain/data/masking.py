@@ -42,7 +42,10 @@ class MLMMasker:
         return np.random.Generator(np.random.PCG64(seq))
 
     def __call__(self, ids: np.ndarray, *, step: int, rank: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mask ``ids`` (n,) int64. Returns (input_ids (n,), labels (n,)), both int64."""
+        """Mask ``ids`` (n,) int64. Returns (input_ids (n,), labels (n,)), both int64.
+
+        The random stream is seeded from (seed, step, rank, index) alone, so the mask of a
+        microbatch depends only on those and its tokens."""
         rng = self.rng(step, rank, index)
         n = ids.size
         selectable = ~self.is_special[ids]  # (n,) bool

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Tokenize documents into MDS shards for the training loader.
+
+    python data_prep/tokenize_to_mds.py --input <files or dirs> --output <dir> --tokenizer <name or dir>
+        [--text-field text] [--workers N] [--max-seq-len L] [--overwrite]
+
+Inputs: .jsonl, .jsonl.gz and .parquet (one document per record, text in --text-field) and .txt
+(one document per file). Each document is written as [CLS] tokens [SEP]; longer than
+--max-seq-len, it is split into consecutive pieces that each fit (no token is lost). Whitespace-only
+documents are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
+from modernbert_pretrain.data.prep.to_mds import tokenize_to_mds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", nargs="+", required=True, help="input files or folders")
+    parser.add_argument("--output", required=True, help="folder for the shards (must hold no shards yet)")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer folder or Hugging Face name")
+    parser.add_argument("--text-field", default="text", help="field/column holding the text (default text)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="tokenizer processes (default: all CPUs)")
+    parser.add_argument("--max-seq-len", type=int, default=8192,
+                        help="most tokens per sample, [CLS]/[SEP] included (default 8192; the loader splits "
+                             "further to its seq_len)")
+    parser.add_argument("--shard-size", default="64mb", help="shard size limit (default 64mb)")
+    parser.add_argument("--compression", default=None, help="shard compression, e.g. zstd (default none)")
+    parser.add_argument("--overwrite", action="store_true", help="replace shards already in --output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        s = tokenize_to_mds(args.input, args.output, args.tokenizer, text_field=args.text_field,
+                            workers=args.workers, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
+                            shard_size=args.shard_size, compression=args.compression, progress=not args.quiet)
+    except (InputDataError, TokenizerLoadError, OutputExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"documents: {s.documents} from {s.files} file(s); empty skipped: {s.empty_documents}; "
+          f"split into pieces: {s.split_documents}")
+    print(f"tokens: {s.tokens} ({s.content_tokens} content) in {s.samples} samples; {s.tokens_per_s:,.0f} tokens/s "
+          f"over {s.seconds:.1f} s")
+    print(f"shards: {s.shards} ({s.dtype}, vocabulary {s.vocab_size}) in {s.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
