@@ -34,13 +34,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan as JSON; no training")
     parser.add_argument("--world-size", type=int, default=None,
                         help="for --dry-run: world size to check batch arithmetic against (default: $WORLD_SIZE or 1)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def dry_run(args) -> int:
     from ..config import TrainConfig
-    from .builder import check_paths
     from .plan import make_plan
+    from .preflight import check_paths
 
     raw = load_raw(args.config, args.overrides)
     cfg = build(TrainConfig, raw)

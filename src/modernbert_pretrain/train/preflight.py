@@ -1,0 +1,53 @@
+"""Checks that run before any work: inputs exist, the save folder is writable and has room."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..schema import ConfigError
+
+
+def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
+    """Missing inputs: errors for a real run, warnings for a dry run."""
+    problems = []
+    for stream in cfg.data.stream_list():
+        if stream.remote is None and not Path(stream.local).exists():
+            problems.append(f"data: MDS folder {stream.local} does not exist (run data_prep/tokenize_to_mds.py)")
+    tok = cfg.data.tokenizer
+    if (tok.startswith("/") or tok.startswith(".")) and not Path(tok).exists():
+        problems.append(f"data.tokenizer: {tok} does not exist (run data_prep/train_tokenizer.py)")
+    if cfg.load_from is not None and not Path(cfg.load_from.path).exists():
+        problems.append(f"load_from.path: checkpoint {cfg.load_from.path} does not exist (run the earlier phase)")
+    if cfg.init_from is not None and not Path(cfg.init_from.path).exists():
+        problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
+    if strict and problems:
+        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+    return problems
+
+
+def check_save_folder(folder: str, needed_bytes: int) -> None:
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"save.folder: cannot write to {path}: {err}") from err
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise ConfigError(f"save.folder: {path} has {free / 2**30:.2f} GiB free, less than one checkpoint "
+                          f"(~{needed_bytes / 2**30:.2f} GiB); free space or choose another folder")
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Weights plus two Adam moments in fp32, with 10% slack."""
+    params = sum(p.numel() for p in model.parameters())
+    return int(params * 4 * 3 * 1.1)
+
+
