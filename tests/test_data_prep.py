@@ -1,0 +1,157 @@
+"""Data preparation: corpus, tokenizer, MDS shards (every token exactly once), validation, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
+from modernbert_pretrain.data.prep.corpus import iter_corpus, write_corpus
+from modernbert_pretrain.data.prep.to_mds import tokenize_to_mds
+from modernbert_pretrain.data.shards import validate_mds_dataset
+from tests.data_fixtures import PREP_MAX_SEQ_LEN, fresh_dir, small_data
+
+
+def read_samples(mds: str) -> list[np.ndarray]:
+    """Samples of an MDS folder in written order."""
+    from streaming import LocalDataset
+
+    dataset = LocalDataset(mds)
+    return [dataset[i]["input_ids"] for i in range(len(dataset))]
+
+
+def load_docs(path: str) -> list[str]:
+    with open(path) as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+def test_corpus_is_deterministic_and_varied():
+    data = small_data()
+    again = fresh_dir("corpus")
+    summary = write_corpus(os.path.join(again, "c.jsonl"), max_bytes=200_000, progress=False)
+    first = [r for _, r in zip(range(summary.documents), iter_corpus())]
+    with open(os.path.join(again, "c.jsonl")) as f:
+        assert [json.loads(line) for line in f] == first
+    assert summary.bytes <= 200_000 and summary.reached_limit
+    records = [json.loads(line) for line in open(data.corpus)]
+    kinds = {r["source"].split(":", 1)[0] for r in records}
+    assert kinds == {"code", "docstring", "text"}
+    lengths = np.array([len(r["text"]) for r in records])
+    assert lengths.max() > 50 * np.median(lengths)  # short docstrings next to long modules
+
+
+def test_tokenizer_folder_loads_with_specials_and_padding():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(small_data().tokenizer)
+    assert len(tok) % 64 == 0
+    assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.mask_token, tok.unk_token) == (
+        "[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]")
+    ids = tok("def f(x): return x").input_ids
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    # [MASK] absorbs the space before it (lstrip), as in ModernBERT
+    assert tok(" [MASK]", add_special_tokens=False).input_ids == [tok.mask_token_id]
+
+
+def test_every_input_token_lands_in_the_shards_exactly_once():
+    from transformers import AutoTokenizer
+
+    data = small_data()
+    tok = AutoTokenizer.from_pretrained(data.tokenizer)
+    samples = read_samples(data.mds)
+    docs = [d for d in load_docs(data.corpus) if d.strip()]
+    assert all(s.dtype == np.uint16 for s in samples)
+    assert max(s.size for s in samples) <= PREP_MAX_SEQ_LEN
+    position, chunk = 0, PREP_MAX_SEQ_LEN - 2
+    for text in docs:
+        expected = tok(text, add_special_tokens=False).input_ids
+        pieces = samples[position:position + -(-len(expected) // chunk)]
+        position += len(pieces)
+        for piece in pieces:
+            assert piece[0] == tok.cls_token_id and piece[-1] == tok.sep_token_id
+        assert np.concatenate([p[1:-1] for p in pieces]).tolist() == expected
+    assert position == len(samples)
+    summary = data.mds_summary
+    assert summary.split_documents > 0 and summary.shards > 1
+    assert summary.tokens == sum(s.size for s in samples)
+
+
+def test_workers_give_identical_shards_and_all_formats_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = small_data()
+    docs = load_docs(data.corpus)[:300]
+    pq.write_table(pa.table({"content": docs[:100]}), tmp_path / "a.parquet")
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        for d in docs[100:299]:
+            f.write(json.dumps({"content": d}) + "\n")
+        f.write(json.dumps({"content": "   "}) + "\n")  # empty: skipped and counted
+    (tmp_path / "c.txt").write_text(docs[299])
+    one = tokenize_to_mds([str(tmp_path)], fresh_dir("w1"), data.tokenizer, text_field="content", workers=1,
+                          max_seq_len=128, progress=False)
+    two = tokenize_to_mds([str(tmp_path)], fresh_dir("w2"), data.tokenizer, text_field="content", workers=2,
+                          max_seq_len=128, progress=False)
+    assert one.documents == 300 and one.empty_documents == 1 and one.files == 3
+    a, b = read_samples(one.output), read_samples(two.output)
+    assert len(a) == len(b) == one.samples and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    tok = small_data().tokenizer
+    out = fresh_dir("bad")
+    with pytest.raises(InputDataError, match="nope.jsonl: no such file"):
+        tokenize_to_mds([str(tmp_path / "nope.jsonl")], out, tok, progress=False)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InputDataError, match="no documents"):
+        tokenize_to_mds([str(tmp_path / "empty.jsonl")], out, tok, progress=False)
+    assert os.listdir(out) == []  # nothing half-written stays behind
+    (tmp_path / "field.jsonl").write_text('{"text": "ok"}\n{"body": "x"}\n')
+    with pytest.raises(InputDataError, match=r"field.jsonl:2: no field 'text'"):
+        tokenize_to_mds([str(tmp_path / "field.jsonl")], out, tok, progress=False)
+    (tmp_path / "broken.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(InputDataError, match="broken.jsonl.gz: cannot read"):
+        tokenize_to_mds([str(tmp_path / "broken.jsonl.gz")], out, tok, progress=False)
+    (tmp_path / "json.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    with pytest.raises(InputDataError, match=r"json.jsonl:2: not valid JSON"):
+        tokenize_to_mds([str(tmp_path / "json.jsonl")], out, tok, progress=False)
+    (tmp_path / "data.csv").write_text("text\nx\n")
+    with pytest.raises(InputDataError, match="data.csv: unsupported"):
+        tokenize_to_mds([str(tmp_path / "data.csv")], out, tok, progress=False)
+    with pytest.raises(TokenizerLoadError, match="no-such-tokenizer"):
+        tokenize_to_mds([str(tmp_path / "field.jsonl")], out, str(tmp_path / "no-such-tokenizer"), progress=False)
+
+
+def test_output_with_shards_is_refused_unless_overwrite(tmp_path):
+    data = small_data()
+    (tmp_path / "d.jsonl").write_text('{"text": "hello world"}\n')
+    out = fresh_dir("out")
+    tokenize_to_mds([str(tmp_path / "d.jsonl")], out, data.tokenizer, progress=False)
+    with pytest.raises(OutputExistsError, match="already holds shards.*--overwrite"):
+        tokenize_to_mds([str(tmp_path / "d.jsonl")], out, data.tokenizer, progress=False)
+    summary = tokenize_to_mds([str(tmp_path / "d.jsonl")], out, data.tokenizer, overwrite=True, progress=False)
+    assert summary.documents == 1 and len(read_samples(out)) == 1
+
+
+def test_validate_dataset_names_truncated_and_corrupt_shards():
+    data = small_data()
+    report = validate_mds_dataset(data.mds)
+    assert report.ok and report.shards == data.mds_summary.shards and report.samples == data.mds_summary.samples
+    copy = os.path.join(fresh_dir("validate"), "mds")
+    shutil.copytree(data.mds, copy)
+    with open(os.path.join(copy, "shard.00001.mds"), "r+b") as f:
+        f.truncate(1000)
+    with open(os.path.join(copy, "shard.00002.mds"), "r+b") as f:
+        f.seek(-3, os.SEEK_END)
+        f.write(b"\xff\xfe\xfd")
+    report = validate_mds_dataset(copy)
+    problems = {os.path.basename(p.path): p.problem for p in report.problems}
+    assert not report.ok
+    assert "truncated" in problems["shard.00001.mds"]
+    assert "hash mismatch" in problems["shard.00002.mds"]
+    assert len(problems) == 2
