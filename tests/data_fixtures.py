@@ -96,9 +96,12 @@ def synthetic_mds(num_docs: int = 3000, seq_len: int = 256, seed: int = 0) -> tu
     return out, int(sum(d.size for d in docs))
 
 
-def make_cfg(local: str | None = None, **overrides) -> DataConfig:
-    """A small DataConfig over the small shards (absolute paths)."""
-    fields = dict(tokenizer=small_data().tokenizer, local=local or small_data().mds, seq_len=256,
+_SMALL = object()
+
+
+def make_cfg(local: str | None | object = _SMALL, **overrides) -> DataConfig:
+    """A small DataConfig over the small shards (absolute paths); ``local=None`` for ``streams``."""
+    fields = dict(tokenizer=small_data().tokenizer, local=small_data().mds if local is _SMALL else local, seq_len=256,
                   device_microbatch_size=4, global_batch_size=8, packing_buffer_docs=64, seed=3)
     fields.update(overrides)
     return DataConfig(**fields)

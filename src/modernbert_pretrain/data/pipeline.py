@@ -125,5 +125,5 @@ class BatchPipeline:
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.real_tokens, self.slot_tokens = int(state["real_tokens"]), int(state["slot_tokens"])
 
-    def close(self) -> None:
-        self.source.close()
+    def close(self, release_shared_memory: bool = False) -> None:
+        self.source.close(release_shared_memory)

@@ -286,7 +286,29 @@ class ShardSource:
                 )
         self.epoch, self.cursor, self._ids = int(state["epoch"]), int(state["cursor"]), None
 
-    def close(self) -> None:
+    def close(self, release_shared_memory: bool = False) -> None:
+        """Stop prefetching. ``release_shared_memory``: also unlink the dataset's shared memory
+        now (for a process that exits without running atexit handlers, like a worker process)."""
         if self._prefetch is not None:
             self._prefetch.shutdown(wait=True, cancel_futures=True)
             self._prefetch = None
+        if release_shared_memory:
+            _release_shared_memory(self.dataset)
+
+
+def _release_shared_memory(dataset: Any) -> None:
+    """Clean up every streaming SharedMemory held (up to three attributes deep) by ``dataset``."""
+    from streaming.base.shared.memory import SharedMemory
+
+    found: dict[int, Any] = {}
+
+    def visit(obj: Any, depth: int) -> None:
+        if isinstance(obj, SharedMemory):
+            found[id(obj)] = obj
+        elif depth and hasattr(obj, "__dict__"):
+            for value in list(vars(obj).values()):
+                visit(value, depth - 1)
+
+    visit(dataset, 3)
+    for shm in found.values():
+        shm.cleanup()
