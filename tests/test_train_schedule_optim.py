@@ -59,7 +59,7 @@ def test_phase_change_resets_every_hyperparameter_including_max_lr():
     apply_phase_hyperparameters(new, OptimizerConfig(lr=3e-4, weight_decay=2e-5, betas=(0.8, 0.9)))
     for group in new.param_groups:  # ... and the phase change replaces it
         assert group["lr"] == group["max_lr"] == 3e-4
-        assert group["betas"] == (0.8, 0.9)
+        assert (group["beta1"], group["beta2"]) == (0.8, 0.9)
         assert group["weight_decay"] == (2e-5 if group["name"] == "decay" else 0.0)
     moments = [s for s in new.state.values() if s]
     assert moments, "the moments of the earlier phase are kept"

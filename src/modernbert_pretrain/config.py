@@ -199,6 +199,8 @@ class LoggingConfig:
     """Console log interval."""
     progress_bar: bool = True
     """Composer's progress bar."""
+    metrics_file: str | None = None
+    """Append one JSON line per step (batch, tokens, loss, lr, global batch size) to this file."""
 
 
 @dataclass
@@ -325,7 +327,7 @@ def load_raw(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -
 
 
 _PATH_FIELDS = {("data", "tokenizer"), ("load_from", "path"), ("init_from", "path"), ("save", "folder"),
-                ("export", "folder")}
+                ("export", "folder"), ("logging", "metrics_file")}
 
 
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:

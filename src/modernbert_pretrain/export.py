@@ -67,6 +67,7 @@ def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
     except CheckpointError as err:
         raise ExportError(str(err)) from err
     stamp = state.get("timestamp", {}) or {}
+    stamp = stamp.get("Timestamp", stamp)
     step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
     lr = None
     for optim in (state.get("optimizers") or {}).values():

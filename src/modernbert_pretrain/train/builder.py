@@ -17,7 +17,7 @@ from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
 from . import checkpoint as ckpt_io
-from .callbacks import HFExport, RunInfo, TrainMetrics
+from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
@@ -75,11 +75,24 @@ def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
 
 
 def restore_optimizer(composer_model: ComposerMLM, optimizer, optim_state: dict, cfg: TrainConfig) -> None:
-    """Load the earlier phase's moments, then take every hyperparameter from this phase's YAML."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(composer_model, optimizer, optim_state,
-                             options=StateDictOptions(full_state_dict=True, strict=False))
+    """Load the earlier phase's moments (keyed by parameter name), then take every hyperparameter from this
+    phase's YAML. The per-group step count is kept: it belongs to the moments (bias correction)."""
+    saved_state, saved_groups = optim_state["state"], optim_state["param_groups"]
+    params = dict(composer_model.named_parameters())
+    missing = sorted(set(params) - set(saved_state))
+    unexpected = sorted(set(saved_state) - set(params))
+    if missing or unexpected:
+        raise ConfigError(f"load_from: the checkpoint's optimizer state does not match this model (missing "
+                          f"{missing[:5]}, unexpected {unexpected[:5]}); use load_from.weights_only: true")
+    for name, param in params.items():
+        optimizer.state[param] = {k: (v.to(param.device).clone() if torch.is_tensor(v) else v)
+                                  for k, v in saved_state[name].items()}
+    by_name = {g.get("name"): g for g in saved_groups}
+    for group in optimizer.param_groups:
+        old = by_name.get(group.get("name"), saved_groups[0])
+        for key in ("step", "setup"):
+            if key in old:
+                group[key] = old[key].clone() if torch.is_tensor(old[key]) else old[key]
     apply_phase_hyperparameters(optimizer, cfg.optimizer)
 
 
@@ -168,6 +181,8 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
     # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
     callbacks = [RunInfo(info), TrainMetrics(model.config)]
+    if cfg.logging.metrics_file:
+        callbacks.append(MetricsFile(cfg.logging.metrics_file))
     if cfg.export is not None:
         interval = cfg.save.interval if cfg.export.interval == "checkpoint" else cfg.export.interval
         callbacks.append(HFExport(cfg.export.folder, interval, tokenizer=cfg.data.tokenizer, phase=cfg.run_name,
@@ -207,6 +222,5 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
         log_to_console=True,
         console_log_interval=cfg.logging.console_interval,
         progress_bar=cfg.logging.progress_bar,
-        compute_training_metrics=True,
         **kwargs,
     )

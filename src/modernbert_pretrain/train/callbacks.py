@@ -160,3 +160,38 @@ class HFExport(Callback):
                 "train_config": self.train_config, "checkpoint": None}
         folder, _ = write_folder(model, meta, Path(self.folder), dtype=_DTYPES[self.dtype], tokenizer=self.tokenizer)
         self.exported.append(str(folder))
+
+
+class MetricsFile(Callback):
+    """Appends one JSON line per step (rank 0): batch (1-based), tokens after it, loss, the LR it used and
+    the global batch size. Handy for plots, golden-loss checks and comparing resumed runs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pending: dict | None = None
+
+    def after_train_batch(self, state: State, logger: Logger) -> None:
+        loss = state.loss
+        if isinstance(loss, dict):
+            loss = loss.get("loss/train/total", next(iter(loss.values())))
+        if isinstance(loss, (list, tuple)):
+            loss = sum(loss)
+        loss_value = float(loss.detach().float().item()) if torch.is_tensor(loss) else float(loss)
+        rows = torch.tensor([sum(int(mb["num_rows"]) for mb in state.batch["microbatches"])], dtype=torch.int64)
+        dist.all_reduce(rows, reduce_operation="SUM")
+        # The scheduler steps after this event: this is the LR the batch was trained with.
+        self._pending = {"loss": loss_value, "lr": float(state.optimizers[0].param_groups[0]["lr"]),
+                         "global_batch_size": int(rows.item())}
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        import json
+        from pathlib import Path
+
+        if self._pending is None or dist.get_global_rank() != 0:
+            return
+        record = {"batch": int(state.timestamp.batch.value), "tokens": int(state.timestamp.token.value),
+                  **self._pending}
+        self._pending = None
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")

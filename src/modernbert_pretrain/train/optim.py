@@ -53,7 +53,10 @@ def apply_phase_hyperparameters(optimizer: torch.optim.Optimizer, cfg: Optimizer
         group["lr"] = cfg.lr
         group["initial_lr"] = cfg.lr
         group["max_lr"] = cfg.lr
-        group["betas"] = tuple(cfg.betas)
+        if "beta1" in group:  # optimi stores the betas separately
+            group["beta1"], group["beta2"] = cfg.betas
+        else:
+            group["betas"] = tuple(cfg.betas)
         group["eps"] = cfg.eps
         group["weight_decay"] = cfg.weight_decay if group.get("name") != "no_decay" else 0.0
         if "kahan_sum" in group and cfg.kahan_sum is not None:

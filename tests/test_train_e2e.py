@@ -1,0 +1,44 @@
+"""End to end on CPU: the smoke recipe's three phases chain from checkpoints, as `python train.py` runs them."""
+
+import shutil
+
+import torch
+
+from .train_helpers import metrics, run_train
+
+# Phase 1 shrunk further for the test: 10 steps of batch-size warmup (8 -> 16 -> 24 -> 32), then 32 x 128.
+P1 = ["max_tokens=204800", "data.batch_size_warmup_tokens=40960", "scheduler.warmup_tokens=16384",
+      "save.interval=102400tok", "eval.interval=102400tok", "eval.batches=2"]
+P2 = ["max_tokens=40960", "save.interval=20480tok", "eval.interval=20480tok", "eval.batches=2"]
+P3 = ["max_tokens=40960", "save.interval=20480tok", "eval.interval=20480tok", "eval.batches=2"]
+
+
+def test_smoke_phases_chain(smoke_workdir, tmp_path):
+    work = tmp_path / "w"
+    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
+    m1, m2, m3 = (work / f"m{i}.jsonl" for i in (1, 2, 3))
+    run_train("smoke/phase1.yaml", work, *P1, f"logging.metrics_file={m1}")
+    run_train("smoke/phase2.yaml", work, *P2, f"logging.metrics_file={m2}")
+    run_train("smoke/phase3.yaml", work, *P3, f"logging.metrics_file={m3}")
+
+    s1, s2, s3 = metrics(m1), metrics(m2), metrics(m3)
+    # Batch-size warmup: 8 -> 32 sequences in whole microbatches, then constant.
+    sizes = [s["global_batch_size"] for s in s1]
+    assert sizes[0] == 8 and sizes[-1] == 32 and sizes == sorted(sizes)
+    # The loss goes down over phase 1 and keeps going in phase 2.
+    first, last = sum(s["loss"] for s in s1[:5]) / 5, sum(s["loss"] for s in s1[-5:]) / 5
+    assert last < first - 1.0, (first, last)
+    # Each later phase starts its own clock and takes its LR from its own YAML.
+    assert s2[0]["batch"] == 1 and s2[0]["lr"] == 1e-3
+    assert s3[0]["lr"] == 1e-3 and s3[-1]["lr"] < 0.2e-3  # 1-sqrt decay towards 0
+    assert all(a["lr"] >= b["lr"] for a, b in zip(s3, s3[1:]))
+    # Phase 2 continued from phase 1 (its first loss is far below a fresh model's ~9.0 = ln 8192).
+    assert s2[0]["loss"] < s1[0]["loss"] - 1.0
+
+    # The phase-2 checkpoint carries phase 2's hyperparameters, including optimi's max_lr.
+    ckpt = torch.load(work / "checkpoints/smoke-phase2/latest-rank0.pt", map_location="cpu", weights_only=False)
+    groups = next(iter(ckpt["state"]["optimizers"].values()))["param_groups"]
+    assert {g["max_lr"] for g in groups} == {1e-3}
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 1e-5]
+    info = ckpt["state"]["callbacks"]["RunInfo"]
+    assert info["model_config"]["global_rope_theta"] == 160000.0

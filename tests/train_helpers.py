@@ -1,0 +1,34 @@
+"""Running train.py in a subprocess, as a user would, and reading its per-step metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_cmd(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | None = None) -> list[str]:
+    head = launcher or [sys.executable]
+    return [*head, str(ROOT / "train.py"), str(ROOT / "yamls" / yaml), f"workdir={workdir}", *overrides]
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out.update(WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT / "src"))
+    return out
+
+
+def run_train(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | None = None, timeout: int = 600):
+    out = subprocess.run(train_cmd(yaml, workdir, *overrides, launcher=launcher), capture_output=True, text=True,
+                         timeout=timeout, env=env(), cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return out
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
