@@ -17,7 +17,7 @@ from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
 from . import checkpoint as ckpt_io
-from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
+from .callbacks import HFExport, MetricsFile, RngResume, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
@@ -156,6 +156,8 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     cfg.check_world_size(world_size)
     check_paths(cfg, strict=True)
     reproducibility.seed_all(cfg.seed)
+    if cfg.autoresume and dist.get_local_rank() == 0:
+        ckpt_io.discard_uncommitted(cfg.save.folder)
     resuming = cfg.autoresume and ckpt_io.has_checkpoint(cfg.save.folder)
     if resuming:
         log.info("autoresume: %s holds checkpoints of this run; continuing it", cfg.save.folder)
@@ -180,7 +182,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     }
     # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
     # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
-    callbacks = [RunInfo(info), TrainMetrics(model.config)]
+    callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume()]
     if cfg.logging.metrics_file:
         callbacks.append(MetricsFile(cfg.logging.metrics_file))
     if cfg.export is not None:

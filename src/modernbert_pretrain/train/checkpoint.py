@@ -46,8 +46,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def has_checkpoint(folder: str | Path) -> bool:
+    """True when the folder has a committed checkpoint: one that `latest` points to."""
+    latest = Path(folder) / LATEST
+    return latest.is_symlink() and latest.exists()
+
+
+def _batch_of(path: Path) -> int:
+    return int(_CKPT_RE.search(path.name).group(1))
+
+
+def discard_uncommitted(folder: str | Path) -> list[Path]:
+    """Remove checkpoint files written after the one `latest` points to.
+
+    Composer writes a checkpoint, then moves `latest` to it; a crash in between leaves a file that may be
+    truncated and that `latest` never vouched for. Resuming from `latest` would also refuse to overwrite it."""
     p = Path(folder)
-    return p.is_dir() and ((p / LATEST).exists() or bool(list_checkpoints(p)))
+    if not p.is_dir():
+        return []
+    latest = p / LATEST
+    committed = _batch_of(latest.resolve()) if latest.is_symlink() and latest.exists() else -1
+    removed = []
+    for file in list_checkpoints(p):
+        if _batch_of(file) > committed:
+            log.warning("removing %s: written after the last committed checkpoint (crash during a save?)", file)
+            file.unlink()
+            removed.append(file)
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
