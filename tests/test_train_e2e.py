@@ -42,3 +42,33 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path):
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 1e-5]
     info = ckpt["state"]["callbacks"]["RunInfo"]
     assert info["model_config"]["global_rope_theta"] == 160000.0
+
+    # Tiled init (the large recipe, shrunk): tiny-large from the trained tiny base starts far below random.
+    tiled, rand = work / "tiled.jsonl", work / "random.jsonl"
+    short = ["max_tokens=2048", "data.batch_size_warmup_start=null", "eval=null", "save.interval=1000ba",
+             "scheduler.warmup_tokens=0"]
+    run_train("smoke/large/phase1.yaml", work, *short, f"logging.metrics_file={tiled}")
+    run_train("smoke/large/phase1.yaml", work, *short, "init_from=null", "run_name=random-large",
+              f"logging.metrics_file={rand}")
+    tiled_loss, random_loss = metrics(tiled)[0]["loss"], metrics(rand)[0]["loss"]
+    base_loss = s1[-1]["loss"]  # where the tiny base ended
+    # Random starts near ln(8192) = 9.0; the tiled model starts near where its source ended.
+    assert tiled_loss < random_loss - 1.5, (tiled_loss, random_loss)
+    assert tiled_loss < base_loss + 1.0, (tiled_loss, base_loss)
+
+
+def test_tiling_to_a_smaller_model_is_refused_before_training(smoke_workdir, tmp_path):
+    import subprocess
+
+    from .train_helpers import env, train_cmd
+
+    work = tmp_path / "w"
+    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
+    run_train("smoke/phase1.yaml", work, "max_tokens=2048", "data.batch_size_warmup_start=null", "eval=null",
+              "scheduler.warmup_tokens=0",
+              "model.preset=tiny-large", "run_name=big")
+    out = subprocess.run(train_cmd("smoke/large/phase1.yaml", work, "model.preset=tiny",
+                                   f"init_from.path={work}/checkpoints/big"), capture_output=True, text=True,
+                         env=env(), timeout=300)
+    assert out.returncode == 2
+    assert "cannot tile" in out.stderr and "hidden_size" in out.stderr

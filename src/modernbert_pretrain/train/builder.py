@@ -62,7 +62,11 @@ def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
         source = ckpt_io.model_from_checkpoint(cfg.init_from.path)
         log.info("tiling %s (%d params) -> %d params", cfg.init_from.path, source.num_parameters(),
                  model.num_parameters())
-        model = tile_model(source, model_cfg)
+        try:
+            model = tile_model(source, model_cfg)
+        except ValueError as err:
+            raise ConfigError(f"init_from: cannot tile {cfg.init_from.path} into model.preset={cfg.model.preset!r}: "
+                              f"{err}") from err
         return model, None
     if cfg.load_from is not None:
         ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
