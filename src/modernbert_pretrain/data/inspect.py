@@ -84,13 +84,16 @@ class BatchStats:
         }
 
 
-def inspect(yaml_path: str, batches: int = 20, overrides: Sequence[str] = (), out=sys.stdout) -> dict[str, Any]:
-    """Build the loader of ``yaml_path`` and summarize its first ``batches`` steps."""
+def inspect(yaml_path: str, batches: int = 20, overrides: Sequence[str] = (), out=None) -> dict[str, Any]:
+    """Build the loader of ``yaml_path`` and summarize its first ``batches`` steps (printed to ``out``)."""
+    out = out or sys.stdout
     cfg = load_data_config(yaml_path, overrides)
     loader = build_train_loader(cfg, rank=0, world_size=1, config_dir=config_dir_of(yaml_path))
     info = loader.spec.info
     print(f"tokenizer {info.name}: {info.vocab_size} tokens, special ids {list(info.special_ids)[:12]}", file=out)
-    print(f"sources: {[s.local for s in loader.spec.cfg.stream_list()]}", file=out)
+    resolved = loader.spec.cfg
+    print(f"sources: {[os.path.join(s.local, s.split or resolved.split or '') for s in resolved.stream_list()]}",
+          file=out)
     print(f"schedule: {loader.schedule!r}", file=out)
     stats = BatchStats(info.special_lookup(), info.mask_id)
     started = time.perf_counter()
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config", help="training YAML with a data: section")
     parser.add_argument("--batches", type=int, default=20, help="optimizer steps to pull (default 20)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.seq_len=512")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.batches < 1:
         parser.error("--batches must be >= 1")
     try:

@@ -111,7 +111,7 @@ class ShardSource:
         self._ids: np.ndarray | None = None
         self._verified: set[int] = set()
         self._prefetch: ThreadPoolExecutor | None = None
-        self._prefetch_futures: list[Future] = []
+        self._prefetch_futures: dict[int, Future] = {}  # shard id -> its background download
         self._prefetched_upto = 0
         self.reads = 0
         """Samples read so far (tests check that resuming reads only the packer's buffer)."""
@@ -174,6 +174,9 @@ class ShardSource:
 
     def _verify_shard(self, shard_id: int) -> None:
         ds = self.dataset
+        pending = self._prefetch_futures.pop(shard_id, None)
+        if pending is not None:
+            pending.result()  # wait for the background download; re-raises its error, naming the shard
         try:
             ds.prepare_shard(shard_id)
         except Exception as err:
@@ -230,9 +233,10 @@ class ShardSource:
 
     def _prefetch_ahead(self) -> None:
         """Download the shards of the next ``predownload`` samples in the background."""
-        for future in [f for f in self._prefetch_futures if f.done()]:
-            self._prefetch_futures.remove(future)
-            future.result()  # re-raise a failed download here, naming its shard
+        for shard_id, future in list(self._prefetch_futures.items()):
+            if future.done():
+                del self._prefetch_futures[shard_id]
+                future.result()  # re-raise a failed download here, naming its shard
         ahead = self.dataset.predownload
         if self.cursor + ahead // 2 < self._prefetched_upto:
             return
@@ -240,8 +244,8 @@ class ShardSource:
             self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-prefetch")
         end = min(self.cursor + ahead, self._ids.size)
         shard_ids = {self.dataset.spanner[int(s)][0] for s in self._ids[self._prefetched_upto:end]}
-        for shard_id in sorted(shard_ids - self._verified):
-            self._prefetch_futures.append(self._prefetch.submit(self._download, shard_id))
+        for shard_id in sorted(shard_ids - self._verified - set(self._prefetch_futures)):
+            self._prefetch_futures[shard_id] = self._prefetch.submit(self._download, shard_id)
         self._prefetched_upto = end
 
     def _download(self, shard_id: int) -> None:
