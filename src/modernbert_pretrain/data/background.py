@@ -28,13 +28,16 @@ def _send(out: Any, stop: Any, item: tuple) -> bool:
     return False
 
 
-def _run(spec: Any, state: dict[str, Any] | None, out: Any, stop: Any) -> None:
+def _run(spec: Any, template: Any, state: dict[str, Any] | None, out: Any, stop: Any) -> None:
+    """Worker body. ``template``: the parent's pipeline (fork), or None to build one from ``spec``."""
     torch.set_num_threads(1)
     pipeline = None
     try:
-        pipeline = spec.build()
+        pipeline = template if template is not None else spec.build()
         if state is not None:
             pipeline.load_state_dict(state)
+        else:
+            pipeline.reset()
         while not stop.is_set():
             batch = pipeline.next_step()
             if batch is None:
@@ -46,20 +49,24 @@ def _run(spec: Any, state: dict[str, Any] | None, out: Any, stop: Any) -> None:
         _send(out, stop, ("error", err, traceback.format_exc(), None))
     finally:
         if pipeline is not None:
-            pipeline.close(release_shared_memory=True)  # a worker process skips atexit handlers
+            # A spawned worker made its own dataset and skips atexit handlers: release its shared
+            # memory now. A forked worker uses the parent's, which the parent releases.
+            pipeline.close(release_shared_memory=template is None)
 
 
 class BackgroundBuilder:
     """Iterator of (batch, state after it, metrics) produced by a spawned process."""
 
-    def __init__(self, spec: Any, state: dict[str, Any] | None, prefetch_steps: int) -> None:
-        # fork, like torch's DataLoader workers: fast to start, no re-import of the main module. The
-        # child touches no CUDA, only numpy, streaming and the shards.
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    def __init__(self, spec: Any, template: Any, state: dict[str, Any] | None, prefetch_steps: int) -> None:
+        # fork, like torch's DataLoader workers: fast to start, no re-import of the main module, and
+        # the child inherits the parent's StreamingDataset (whose setup synchronizes ranks through
+        # torch.distributed, which a child must not use). The child touches no CUDA.
+        forking = "fork" in mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if forking else "spawn")
         self._queue = ctx.Queue(maxsize=max(1, prefetch_steps))
         self._stop = ctx.Event()
-        self._process = ctx.Process(target=_run, args=(spec, state, self._queue, self._stop), daemon=True,
-                                    name=f"data-rank{spec.layout.rank}")
+        args = (spec, template if forking else None, state, self._queue, self._stop)
+        self._process = ctx.Process(target=_run, args=args, daemon=True, name=f"data-rank{spec.layout.rank}")
         self._process.start()
 
     def __iter__(self):

@@ -78,6 +78,9 @@ class PackedLoader(DataLoader):
         self.background = num_workers == 1
         self.prefetch_steps = prefetch_steps
         self.pipeline: BatchPipeline | None = None if self.background else spec.build()
+        # Background mode builds the pipeline here too (all ranks together, as streaming's setup
+        # expects) but never reads with it: each worker process starts from a fork of it.
+        self._template: BatchPipeline | None = spec.build() if self.background else None
         self._state: dict[str, Any] | None = None  # background mode: state after the last yielded step
         self._worker = None
         self.metrics: dict[str, Any] = {}
@@ -130,7 +133,7 @@ class PackedLoader(DataLoader):
 
         self._stop_worker()
         start = None if self.spec.finite else self._state
-        self._worker = worker = BackgroundBuilder(self.spec, start, self.prefetch_steps)
+        self._worker = worker = BackgroundBuilder(self.spec, self._template, start, self.prefetch_steps)
         try:
             for batch, state, metrics in worker:
                 if not self.spec.finite:
@@ -148,8 +151,9 @@ class PackedLoader(DataLoader):
     def close(self) -> None:
         """Stop the background process (if any) and the shard prefetch threads."""
         self._stop_worker()
-        if self.pipeline is not None:
-            self.pipeline.close()
+        for pipeline in (self.pipeline, self._template):
+            if pipeline is not None:
+                pipeline.close()
 
     # ---- state ---------------------------------------------------------------------------------
 
