@@ -3,8 +3,8 @@
 
     python bench/loader_throughput.py [--seq-len 1024] [--tokens 50M] [--shards DIR --tokenizer DIR]
 
-1. Synthetic: heavy-tailed document lengths (many short, some long, a tail far beyond seq_len),
-   held in memory, so the figures exclude reading: best-fit packing alone, then packing + masking +
+1. Synthetic documents held in memory, so the figures exclude reading: a heavy-tailed mix (many
+   short, some long, a tail far beyond seq_len) and a short-only mix (the most pieces per row): best-fit packing alone, then packing + masking +
    collation into microbatches (what a loader process does per step besides reading).
 2. With --shards and --tokenizer: raw reading of those MDS shards through the source stage, and
    the whole training loader (reading + packing + masking).
@@ -42,9 +42,17 @@ def heavy_tailed_lengths(n: int, seq_len: int, rng: np.random.Generator) -> np.n
     return np.clip(lengths, 3, 64 * seq_len).astype(np.int64)
 
 
-def synthetic_docs(n: int, seq_len: int, vocab: int, seed: int = 0):
+def short_lengths(n: int, seq_len: int, rng: np.random.Generator) -> np.ndarray:
+    """Only short documents (lognormal, median 0.1 seq_len): the most pieces per row, the worst case."""
+    return np.clip(rng.lognormal(np.log(0.1 * seq_len), 0.8, n), 3, seq_len).astype(np.int64)
+
+
+MIXES = {"heavy-tailed": heavy_tailed_lengths, "short-only": short_lengths}
+
+
+def synthetic_docs(n: int, seq_len: int, vocab: int, seed: int = 0, mix: str = "heavy-tailed"):
     rng = np.random.default_rng(seed)
-    lengths = heavy_tailed_lengths(n, seq_len, rng)
+    lengths = MIXES[mix](n, seq_len, rng)
     flat = rng.integers(5, vocab, int(lengths.sum()), dtype=np.uint16)  # ids 0-4 are special
     ends = np.cumsum(lengths)
     docs = np.split(flat, ends[:-1])
@@ -68,10 +76,12 @@ def synthetic_info(vocab: int) -> TokenizerInfo:
                          sep_id=1, pad_id=2)
 
 
-def bench_synthetic(seq_len: int, rows_per_mb: int, target_tokens: int, buffer_docs: int, vocab: int) -> None:
-    docs, pool_tokens = synthetic_docs(20_000, seq_len, vocab)
+def bench_synthetic(seq_len: int, rows_per_mb: int, target_tokens: int, buffer_docs: int, vocab: int,
+                    mix: str) -> None:
+    docs, pool_tokens = synthetic_docs(20_000, seq_len, vocab, mix=mix)
     lengths = np.array([d.size for d in docs])
-    print(f"synthetic pool: {len(docs)} docs, {pool_tokens / 1e6:.1f}M tokens; length p50 {np.median(lengths):.0f}, "
+    print(f"synthetic {mix} pool: {len(docs)} docs, {pool_tokens / 1e6:.1f}M tokens; length p50 "
+          f"{np.median(lengths):.0f}, "
           f"p90 {np.percentile(lengths, 90):.0f}, p99 {np.percentile(lengths, 99):.0f}, max {lengths.max()}; "
           f"{(lengths > seq_len).mean():.1%} longer than seq_len={seq_len}")
     masker = MLMMasker(synthetic_info(vocab), 0.3, seed=17)
@@ -137,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     target = parse_count(args.tokens, "--tokens")
     print(f"seq_len {args.seq_len}, {args.rows} rows per microbatch, buffer {args.buffer_docs} docs, "
           f"{os.cpu_count()} CPUs, numpy {np.__version__}")
-    bench_synthetic(args.seq_len, args.rows, target, args.buffer_docs, args.vocab)
+    for mix in MIXES:
+        bench_synthetic(args.seq_len, args.rows, target, args.buffer_docs, args.vocab, mix)
     if args.shards:
         if not args.tokenizer:
             parser.error("--shards needs --tokenizer")

@@ -95,3 +95,18 @@ def test_paths_resolve_against_the_config_dir_not_the_working_dir(tmp_path):
     assert hub.tokenizer == "answerdotai/ModernBERT-base"
     with pytest.raises(DataConfigError, match="data.local: relative path 'mds' needs the config file's directory"):
         resolve_config(DataConfig(tokenizer="t", local="mds"), None)
+
+
+def test_mixture_example_yaml_is_a_valid_data_section(tmp_path):
+    from modernbert_pretrain.data.inspect import load_data_config
+
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_prep",
+                           "mixture_example.yaml")
+    cfg = load_data_config(example)
+    assert [s.name for s in cfg.streams] == ["text", "code", "math", "science"]
+    assert abs(sum(s.proportion for s in cfg.streams) - 1.0) < 1e-9
+    assert cfg.batch_size_warmup_tokens == 50 * 10**9
+    broken = tmp_path / "mix.yaml"
+    broken.write_text(open(example).read().replace("proportion: 0.10", "proportion: 0"))
+    with pytest.raises(DataConfigError, match=r"data.streams\[2\]: stream math: proportion must be a positive"):
+        load_data_config(str(broken))
