@@ -30,10 +30,18 @@ def fresh_dir(name: str) -> str:
     return tempfile.mkdtemp(prefix=f"{name}-", dir=_ROOT)
 
 
-def clean_shm() -> None:
-    from streaming.base.util import clean_stale_shared_memory
+_cleaned = False
 
-    clean_stale_shared_memory()
+
+def clean_shm() -> None:
+    """Unlink shared memory leaked by earlier (crashed) runs, once per session: streaming's cleanup
+    unlinks every block it knows, so repeating it while other processes use streaming is unkind."""
+    global _cleaned
+    if not _cleaned:
+        from streaming.base.util import clean_stale_shared_memory
+
+        clean_stale_shared_memory()
+        _cleaned = True
 
 
 @dataclass(frozen=True)
