@@ -13,13 +13,17 @@ P2 = ["max_tokens=40960", "save.interval=20480tok", "eval.interval=20480tok", "e
 P3 = ["max_tokens=40960", "save.interval=20480tok", "eval.interval=20480tok", "eval.batches=2"]
 
 
-def test_smoke_phases_chain(smoke_workdir, tmp_path):
+def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
     work = tmp_path / "w"
     shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
     m1, m2, m3 = (work / f"m{i}.jsonl" for i in (1, 2, 3))
     run_train("smoke/phase1.yaml", work, *P1, f"logging.metrics_file={m1}")
     run_train("smoke/phase2.yaml", work, *P2, f"logging.metrics_file={m2}")
-    run_train("smoke/phase3.yaml", work, *P3, f"logging.metrics_file={m3}")
+    # Phase 3 also logs to W&B, offline as on a machine without an API key or network.
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_train("smoke/phase3.yaml", work, *P3, f"logging.metrics_file={m3}", "logging.wandb=true")
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B wrote an offline run"
 
     s1, s2, s3 = metrics(m1), metrics(m2), metrics(m3)
     # Batch-size warmup: 8 -> 32 sequences in whole microbatches, then constant.

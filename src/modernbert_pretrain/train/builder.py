@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
 from composer import Trainer
 from composer.core import DataSpec, Evaluator
-from composer.loggers import WandBLogger
 from composer.utils import dist, reproducibility
 
 from ..config import TrainConfig
@@ -19,6 +17,7 @@ from ..schema import ConfigError
 from . import checkpoint as ckpt_io
 from .callbacks import HFExport, MetricsFile, RngResume, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
+from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
 from .schedule import TokenScheduler
@@ -195,9 +194,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
                                   train_config=raw_config or {}, dtype=cfg.export.dtype))
     loggers = []
     if cfg.logging.wandb:
-        if not os.environ.get("WANDB_API_KEY"):
-            os.environ.setdefault("WANDB_MODE", "offline")
-        loggers.append(WandBLogger(project=cfg.logging.project, name=cfg.run_name))
+        loggers.append(wandb_logger(cfg.logging.project, cfg.run_name))
     kwargs: dict[str, Any] = {}
     if evaluator is not None:
         kwargs.update(eval_dataloader=evaluator, eval_interval=cfg.eval.interval)
