@@ -23,16 +23,16 @@ def test_defaults_are_the_phase1_recipe():
 
 
 def test_unknown_key_is_named_with_a_suggestion():
-    with pytest.raises(DataConfigError, match="unknown key `mask_prop`; did you mean `mask_prob`"):
+    with pytest.raises(DataConfigError, match="unknown key 'mask_prop'; did you mean 'mask_prob'"):
         build(mask_prop=0.2)
-    with pytest.raises(DataConfigError, match=r"data.streams\[1\]: unknown key `proportoin`.*`proportion`"):
+    with pytest.raises(DataConfigError, match=r"data.streams\[1\]: unknown key 'proportoin'.*'proportion'"):
         DataConfig.from_dict({"tokenizer": "t", "streams": [{"local": "a"}, {"local": "b", "proportoin": 1}]})
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("seq_len", "big", "data.seq_len: expected int, got str"),
-    ("shuffle", "yes", "data.shuffle: expected bool"),
-    ("mask_prob", True, "data.mask_prob: expected float"),
+    ("seq_len", "big", "data.seq_len: expected an integer"),
+    ("shuffle", "yes", "data.shuffle: expected true or false"),
+    ("mask_prob", True, "data.mask_prob: expected a number"),
     ("streams", {"local": "a"}, "data.streams: expected a list"),
     ("batch_size_warmup_tokens", "lots", "data.batch_size_warmup_tokens: cannot read 'lots'"),
 ])

@@ -63,6 +63,6 @@ def test_inspect_applies_dotted_overrides(training_yaml, capsys):
 
 def test_inspect_reports_config_errors_by_name(training_yaml, capsys):
     assert main([training_yaml, "data.mask_prop=0.1"]) == 2
-    assert "unknown key `mask_prop`; did you mean `mask_prob`" in capsys.readouterr().err
+    assert "unknown key 'mask_prop'; did you mean 'mask_prob'" in capsys.readouterr().err
     assert main([training_yaml, "data.local=../nowhere"]) == 2
     assert "no MDS index" in capsys.readouterr().err

@@ -129,3 +129,15 @@ def test_partial_export_never_looks_complete(run_dir, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export_checkpoint(_ckpts(run_dir)[-1], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hub_plan_one_branch_per_checkpoint(run_dir, tmp_path):
+    from modernbert_pretrain.export import hub_plan
+
+    folders = [export_checkpoint(c, tmp_path)[0] for c in _ckpts(run_dir)]
+    plan = hub_plan(folders, "me/modernbert-smoke")
+    assert [p["revision"] for p in plan] == ["step2-tok8192", "step4-tok16384", "step6-tok24576"]
+    assert all(p["repo_id"] == "me/modernbert-smoke" for p in plan)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_metadata.json"} <= set(plan[0]["files"])
+    with pytest.raises(ExportError, match="repo id like 'user/name'"):
+        hub_plan(folders, "no-namespace")

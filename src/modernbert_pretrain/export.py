@@ -181,6 +181,29 @@ def checkpoints_of(path: Path, everything: bool) -> list[Path]:
         raise ExportError(str(err)) from err
 
 
+# ------------------------------------------------------------------------------ the Hub
+def hub_plan(folders: list[Path], repo_id: str) -> list[dict[str, Any]]:
+    """What would be uploaded where: one revision (branch) per checkpoint, named like its folder
+    (`step<step>-tok<tokens>`), as the Ettin encoders publish their intermediate checkpoints."""
+    if "/" not in repo_id:
+        raise ExportError(f"--push-to-hub needs a repo id like 'user/name', got {repo_id!r}")
+    return [{"repo_id": repo_id, "revision": folder.name, "folder": str(folder),
+             "files": sorted(p.name for p in folder.iterdir() if p.is_file())} for folder in folders]
+
+
+def push_to_hub(plan: list[dict[str, Any]], *, private: bool = False) -> None:
+    """Upload each planned folder to its own branch (needs network and a token: `huggingface-cli login`)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(plan[0]["repo_id"], private=private, exist_ok=True)
+    for item in plan:
+        api.create_branch(item["repo_id"], branch=item["revision"], exist_ok=True)
+        api.upload_folder(folder_path=item["folder"], repo_id=item["repo_id"], revision=item["revision"],
+                          commit_message=f"checkpoint {item['revision']}")
+        print(f"uploaded {item['folder']} -> {item['repo_id']}@{item['revision']}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modernbert_pretrain.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint file, a sharded checkpoint folder, or a run's save folder")
@@ -188,12 +211,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="export every checkpoint of a run (skips finished ones)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
     parser.add_argument("--tokenizer", default=None, help="tokenizer to bundle (default: the run's own)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                        help="also upload each exported folder to this Hub repo, one branch per checkpoint")
+    parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
+    parser.add_argument("--hub-dry-run", action="store_true",
+                        help="print what would be uploaded (JSON) instead of uploading")
     args = parser.parse_args(argv)
     try:
-        last = None
+        last, folders = None, []
         for ckpt in checkpoints_of(Path(args.checkpoint), args.all):
             last, written = export_checkpoint(ckpt, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
+            folders.append(last)
             print(f"{'exported' if written else 'already exported'}: {ckpt} -> {last}", file=sys.stderr)
+        if args.push_to_hub:
+            plan = hub_plan(folders, args.push_to_hub)
+            if args.hub_dry_run:
+                print(json.dumps(plan, indent=1), file=sys.stderr)
+            else:
+                push_to_hub(plan, private=args.private)
     except ExportError as err:
         print(f"export error: {err}", file=sys.stderr)
         return 2

@@ -134,8 +134,8 @@ def build(cls, values: dict, where: str = ""):
         if missing:
             raise ConfigError(f"{where or cls.__name__}: missing required key(s) {missing}") from err
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
-    except ConfigError:
-        raise
-    except ValueError as err:
+    except ValueError as err:  # from __post_init__: add the path unless the message already has it
         msg = str(err)
-        raise ConfigError(msg if msg.startswith(prefix) or not where else f"{where}: {msg}") from err
+        if not where or msg.startswith(where):
+            raise
+        raise type(err)(f"{where}: {msg}") if isinstance(err, ConfigError) else ConfigError(f"{where}: {msg}") from err

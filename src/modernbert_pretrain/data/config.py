@@ -16,12 +16,12 @@ import dataclasses
 import difflib
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from modernbert_pretrain.data.errors import DataConfigError
+from modernbert_pretrain.schema import ConfigError, build
 
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 _COUNT_RE = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kmbgt]?)\s*(?:tok|tokens)?\s*$", re.I)
@@ -303,7 +303,14 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "data") -> DataConfig:
         """Build from a plain mapping, rejecting unknown keys and values of the wrong type."""
-        return _build(cls, data, where)
+        if not isinstance(data, dict):
+            raise DataConfigError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+        try:
+            return build(cls, data, where)
+        except DataConfigError:
+            raise
+        except ConfigError as err:
+            raise DataConfigError(str(err)) from err
 
 
 # ---- generic dict -> dataclass with type checks ----------------------------------------------
@@ -314,77 +321,3 @@ def _choice_message(name: str, value: Any, choices: typing.Iterable[str]) -> str
     close = difflib.get_close_matches(str(value), choices, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{name}: {value!r} is not one of {choices}{hint}"
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise DataConfigError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(names)}"
-            raise DataConfigError(f"{where}: unknown key `{key}`{hint}")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [n for n in required if n not in data]
-    if missing:
-        raise DataConfigError(f"{where}: missing required key(s) {missing}")
-    kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in data.items()}
-    try:
-        return cls(**kwargs)
-    except DataConfigError as err:
-        if str(err).startswith(where):
-            raise
-        raise DataConfigError(f"{where}: {err}") from None
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except DataConfigError as err:
-                errors.append(err)
-        names = " or ".join(_type_name(a) for a in args)
-        raise DataConfigError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise DataConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        (item_tp,) = typing.get_args(tp)
-        return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return _build(tp, value, where)
-    return _convert_scalar(value, tp, where)
-
-
-def _convert_scalar(value: Any, tp: Any, where: str) -> Any:
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif tp is Any:
-        return value
-    raise DataConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")

@@ -7,8 +7,10 @@ each message names the file, field or shard at fault and how to fix it.
 
 from __future__ import annotations
 
+from modernbert_pretrain.schema import ConfigError
 
-class DataConfigError(ValueError):
+
+class DataConfigError(ConfigError):
     """A field of the data configuration is missing, misspelled, mistyped or out of range."""
 
 

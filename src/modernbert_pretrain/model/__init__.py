@@ -10,8 +10,9 @@ from .modeling import (
     repad,
     unpad,
 )
+from .tiling import layer_map, tile_model, tile_state_dict
 
 __all__ = [
     "BACKENDS", "PRESETS", "MaskedLMOutput", "ModernBertConfig", "ModernBertForMaskedLM", "ModernBertModel",
-    "available_backends", "positions_from_cu_seqlens", "repad", "resolve_backend", "unpad",
+    "available_backends", "layer_map", "tile_model", "tile_state_dict", "positions_from_cu_seqlens", "repad", "resolve_backend", "unpad",
 ]

@@ -145,6 +145,22 @@ def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
 
 
 # ---------------------------------------------------------------------------- trainer
+def _prepare_for_gpu(model: ModernBertForMaskedLM, cfg: TrainConfig) -> None:
+    """Pick the attention backend before any compile (not inside the first traced forward), and skip the
+    per-step input checks: the loader only emits valid ids and boundaries, and each check is a host sync."""
+    from ..model import resolve_backend
+
+    mc = model.config
+    dtype = torch.bfloat16 if _precision(cfg, True) == "amp_bf16" else torch.float32
+    name = resolve_backend(mc.attn_backend, device=torch.device("cuda"), dtype=dtype,
+                           needs_window=mc.num_hidden_layers > 1 and mc.global_attn_every_n_layers > 1,
+                           needs_dropout=mc.attention_dropout > 0)
+    model.model.set_attn_backend(name)
+    mc.validate_inputs = False
+    log.info("attention backend: %s", name)
+
+
+
 def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
     if cfg.precision == "auto":
         return "amp_bf16" if on_gpu else "fp32"
@@ -173,6 +189,8 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     optimizer = build_optimizer(model, cfg.optimizer)
     if optim_state is not None:
         restore_optimizer(composer_model, optimizer, optim_state, cfg)
+    if on_gpu:
+        _prepare_for_gpu(model, cfg)
     if on_gpu and cfg.compile != "off" or cfg.compile == "on":
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
