@@ -141,3 +141,19 @@ def test_hub_plan_one_branch_per_checkpoint(run_dir, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json", "training_metadata.json"} <= set(plan[0]["files"])
     with pytest.raises(ExportError, match="repo id like 'user/name'"):
         hub_plan(folders, "no-namespace")
+
+
+def test_sharded_checkpoint_folder_exports_like_a_monolithic_one(run_dir, tmp_path):
+    """A torch.distributed.checkpoint folder (the layout FSDP's sharded checkpoints use), written here in one
+    process from the monolithic checkpoint, exports to the same weights."""
+    import torch.distributed.checkpoint as dcp
+
+    ckpt = torch.load(_ckpts(run_dir)[-1], map_location="cpu", weights_only=False)
+    sharded = tmp_path / "ba6-sharded"
+    dcp.save({"state": ckpt["state"]}, checkpoint_id=str(sharded), no_dist=True)
+    assert (sharded / ".metadata").is_file()
+    folder, _ = export_checkpoint(sharded, tmp_path / "out")
+    mono, _ = export_checkpoint(_ckpts(run_dir)[-1], tmp_path / "mono")
+    a = transformers.AutoModelForMaskedLM.from_pretrained(folder).state_dict()
+    b = transformers.AutoModelForMaskedLM.from_pretrained(mono).state_dict()
+    assert folder.name == mono.name and all(torch.equal(a[k], b[k]) for k in b)
