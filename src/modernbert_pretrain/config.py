@@ -231,6 +231,8 @@ class TrainConfig:
     """Checkpointing."""
     autoresume: bool = True
     """Resume this run from its own latest checkpoint after a crash."""
+    nonfinite_loss: Literal["stop", "skip"] = "stop"
+    """On a NaN/Inf loss: stop (the last good checkpoint stays) or skip the batch and count it."""
     eval: EvalConfig | None = None
     """Held-out evaluation."""
     export: ExportConfig | None = None

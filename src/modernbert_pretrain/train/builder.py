@@ -17,6 +17,7 @@ from ..schema import ConfigError
 from . import checkpoint as ckpt_io
 from .callbacks import HFExport, MetricsFile, RngResume, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
+from .faults import NonFiniteGuard, Preemption
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
@@ -176,7 +177,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     check_paths(cfg, strict=True)
     reproducibility.seed_all(cfg.seed)
     if cfg.autoresume and dist.get_local_rank() == 0:
-        ckpt_io.discard_uncommitted(cfg.save.folder)
+        ckpt_io.repair_latest(cfg.save.folder)
     resuming = cfg.autoresume and ckpt_io.has_checkpoint(cfg.save.folder)
     if resuming:
         log.info("autoresume: %s holds checkpoints of this run; continuing it", cfg.save.folder)
@@ -203,7 +204,8 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     }
     # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
     # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
-    callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume()]
+    callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
+                 NonFiniteGuard(cfg.nonfinite_loss)]
     if cfg.logging.metrics_file:
         callbacks.append(MetricsFile(cfg.logging.metrics_file))
     if cfg.export is not None:

@@ -128,3 +128,45 @@ def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     if len(optims) != 1:
         raise CheckpointError(f"{ckpt.get('_path')} holds several optimizers {list(optims)}; expected one")
     return next(iter(optims.values()))
+
+
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the file is not a usable checkpoint
+        return False
+
+
+def repair_latest(folder: str | Path) -> Path | None:
+    """Make `latest` point at the newest complete checkpoint, and remove what a crash left half-written.
+
+    Composer writes a checkpoint in place, then removes and re-creates `latest`. A crash can leave a
+    truncated file newer than `latest`, or no `latest` at all. Files newer than a valid `latest` were never
+    committed and are removed. Without a valid `latest`, the newest checkpoint that loads is chosen and
+    `latest` is re-created atomically (a new link renamed over the old name)."""
+    p = Path(folder)
+    if not p.is_dir():
+        return None
+    latest = p / LATEST
+    if latest.is_symlink() and latest.exists():
+        discard_uncommitted(p)
+        return latest.resolve()
+    chosen = None
+    for file in reversed(list_checkpoints(p)):
+        if _loads(file):
+            chosen = file
+            break
+        log.warning("removing %s: not a complete checkpoint (crash during a save?)", file)
+        file.unlink()
+    if chosen is None:
+        if latest.is_symlink():
+            latest.unlink()
+        return None
+    tmp = p / f".{LATEST}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(chosen.name)
+    tmp.replace(latest)
+    log.warning("`latest` was missing or dangling; it now points at %s", chosen.name)
+    return chosen

@@ -62,9 +62,20 @@ def run(args) -> int:
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
+    from .faults import NonFiniteLoss, Preempted
+
     trainer = build_trainer(cfg, raw_config=raw)
-    trainer.fit()
-    trainer.close()
+    try:
+        trainer.fit()
+    except Preempted as stop:
+        log.warning("preempted: %s", stop)
+        print(f"preempted: {stop}", file=sys.stderr)
+        return 0
+    except NonFiniteLoss as err:
+        print(f"training stopped: {err}", file=sys.stderr)
+        return 3
+    finally:
+        trainer.close()
     return 0
 
 
