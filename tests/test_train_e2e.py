@@ -1,5 +1,6 @@
 """End to end on CPU: the smoke recipe's three phases chain from checkpoints, as `python train.py` runs them."""
 
+import json
 import shutil
 
 import torch
@@ -26,6 +27,8 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
     assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B wrote an offline run"
 
     s1, s2, s3 = metrics(m1), metrics(m2), metrics(m3)
+    done = json.loads((work / "checkpoints/smoke-phase3/training_complete.json").read_text())
+    assert done["run_name"] == "smoke-phase3" and done["tokens"] >= 40960
     # Batch-size warmup: 8 -> 32 sequences in whole microbatches, then constant.
     sizes = [s["global_batch_size"] for s in s1]
     assert sizes[0] == 8 and sizes[-1] == 32 and sizes == sorted(sizes)

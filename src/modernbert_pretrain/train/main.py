@@ -76,7 +76,24 @@ def run(args) -> int:
         return 3
     finally:
         trainer.close()
+    if dist.get_global_rank() == 0:
+        mark_complete(cfg, trainer)
     return 0
+
+
+COMPLETE_NAME = "training_complete.json"
+
+
+def mark_complete(cfg, trainer) -> None:
+    """A finished phase leaves `<save.folder>/training_complete.json`; recipe runners skip such phases."""
+    stamp = trainer.state.timestamp
+    record = {"run_name": cfg.run_name, "step": int(stamp.batch.value), "tokens": int(stamp.token.value),
+              "max_tokens": cfg.max_tokens, "git_sha": git_sha()}
+    folder = Path(cfg.save.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{COMPLETE_NAME}.tmp"
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(folder / COMPLETE_NAME)
 
 
 def main(argv: list[str] | None = None) -> int:

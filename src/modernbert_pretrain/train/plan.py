@@ -59,4 +59,6 @@ def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
         "load_weights_only": None if cfg.load_from is None else cfg.load_from.weights_only,
         "init_from": None if cfg.init_from is None else {"path": cfg.init_from.path, "mode": cfg.init_from.mode},
         "model": {"preset": cfg.model.preset, "params": count_params(cfg)},
+        "run_name": cfg.run_name,
+        "save_folder": cfg.save.folder,
     }
