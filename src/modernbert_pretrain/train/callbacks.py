@@ -27,25 +27,6 @@ class RunInfo(Callback):
         self.info.setdefault("resumed_from", state)
 
 
-def flops_per_token(cfg, mean_attended: float, masked_fraction: float) -> float:
-    """Training FLOPs per real token (forward + backward = 3 x forward):
-
-    - 6 x non-embedding parameters (every matmul of the encoder layers);
-    - attention scores and weighted sum: 12 x S x hidden per layer, with S the attended length: for
-      global layers the token's document length (mean of len^2 / len over the batch), for local layers
-      min(S, window + 1);
-    - the MLM head (dense + decoder) on the masked fraction only: 6 x (hidden^2 + hidden x vocab).
-    """
-    d, layers, inter = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
-    per_layer = 3 * d * d + d * d + 2 * d * inter + inter * d
-    dense = 6 * per_layer * layers
-    n_global = sum(1 for i in range(layers) if cfg.is_global_layer(i))
-    local_span = min(mean_attended, cfg.local_attention + 1)
-    attention = 12 * d * (n_global * mean_attended + (layers - n_global) * local_span)
-    head = 6 * (d * d + d * cfg.vocab_size) * masked_fraction
-    return dense + attention + head
-
-
 def peak_flops(device: torch.device) -> float | None:
     """Dense bf16 peak of known accelerators (for MFU); None when unknown (CPU)."""
     if device.type != "cuda":
@@ -62,7 +43,10 @@ class TrainMetrics(Callback):
     """Per-step: real tokens/s, MFU, packing efficiency, global batch size, tokens seen, LR, memory."""
 
     def __init__(self, model_config) -> None:
+        from ..model.flops import non_embedding_params
+
         self.model_config = model_config
+        self.n_params = non_embedding_params(model_config)
         self._t0 = None
 
     def before_train_batch(self, state: State, logger: Logger) -> None:
@@ -76,12 +60,14 @@ class TrainMetrics(Callback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - self._t0
+        from ..model.flops import training_flops
+
         stats = self._batch_stats(state.batch)
-        totals = torch.tensor([stats["real"], stats["slots"], stats["rows"], stats["masked"], stats["sq"]],
-                              dtype=torch.float64, device=state.device._device if hasattr(state.device, "_device")
-                              else "cpu")
+        flops = training_flops(self.model_config, stats["lengths"], stats["masked"], self.n_params)
+        totals = torch.tensor([stats["real"], stats["slots"], stats["rows"], stats["masked"], flops],
+                              dtype=torch.float64, device="cuda" if torch.cuda.is_available() else "cpu")
         dist.all_reduce(totals, reduce_operation="SUM")
-        real, slots, rows, masked, sq = totals.tolist()
+        real, slots, rows, masked, flops = totals.tolist()
         metrics = {
             "throughput/real_tokens_per_s": real / elapsed,
             "data/packing_efficiency": real / max(slots, 1),
@@ -91,10 +77,10 @@ class TrainMetrics(Callback):
             "lr": state.optimizers[0].param_groups[0]["lr"],
         }
         peak = peak_flops(torch.device("cuda")) if torch.cuda.is_available() else None
-        fpt = flops_per_token(self.model_config, sq / max(real, 1), masked / max(real, 1))
-        metrics["throughput/model_tflops_per_s_per_device"] = fpt * real / elapsed / dist.get_world_size() / 1e12
+        per_device = flops / elapsed / dist.get_world_size()  # FLOP count: model/flops.py
+        metrics["throughput/model_tflops_per_s_per_device"] = per_device / 1e12
         if peak:
-            metrics["throughput/mfu"] = fpt * real / elapsed / dist.get_world_size() / peak
+            metrics["throughput/mfu"] = per_device / peak
         if torch.cuda.is_available():
             metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
         else:
@@ -102,17 +88,18 @@ class TrainMetrics(Callback):
         logger.log_metrics(metrics)
 
     @staticmethod
-    def _batch_stats(batch: dict) -> dict[str, float]:
-        real = slots = rows = masked = sq = 0
+    def _batch_stats(batch: dict) -> dict:
+        real = slots = rows = masked = 0
+        lengths = []
         for mb in batch["microbatches"]:
             cu = mb["cu_seqlens"].detach().to("cpu", torch.int64)
-            lengths = cu[1:] - cu[:-1]
-            real += int(lengths.sum())
-            sq += int((lengths * lengths).sum())
+            doc = (cu[1:] - cu[:-1]).tolist()
+            lengths.extend(doc)
+            real += sum(doc)
             slots += int(mb["num_slot_tokens"])
             rows += int(mb["num_rows"])
-            masked += int((mb["labels"] != -100).sum())
-        return {"real": real, "slots": slots, "rows": rows, "masked": masked, "sq": sq}
+            masked += int(mb["num_masked"]) if "num_masked" in mb else int((mb["labels"] != -100).sum())
+        return {"real": real, "slots": slots, "rows": rows, "masked": masked, "lengths": lengths}
 
 
 class HFExport(Callback):
