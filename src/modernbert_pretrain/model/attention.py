@@ -119,11 +119,34 @@ def _flex_available() -> bool:
 
 
 _flex_compiled = None
+# Block masks of the current batch, one per window: every layer of a forward gets the same cu_seqlens
+# tensor, so the mask is built once per forward and window kind instead of once per layer.
+_flex_masks: dict = {"cu": None, "masks": {}}
+
+
+def _flex_block_mask(cu_seqlens, total: int, max_seqlen: int, window: Window, device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if _flex_masks["cu"] is not cu_seqlens:
+        _flex_masks["cu"], _flex_masks["masks"] = cu_seqlens, {}
+    if window not in _flex_masks["masks"]:
+        doc, _ = _doc_layout(cu_seqlens, total, max_seqlen)
+        left, right = window
+
+        def mask_mod(b, h, qi, ki):
+            keep = doc[qi] == doc[ki]
+            if left >= 0:
+                keep = keep & (ki >= qi - left)
+            if right >= 0:
+                keep = keep & (ki <= qi + right)
+            return keep
+
+        _flex_masks["masks"][window] = create_block_mask(mask_mod, None, None, total, total, device=device)
+    return _flex_masks["masks"][window]
 
 
 def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0):
     global _flex_compiled
-    from torch.nn.attention.flex_attention import create_block_mask
     from torch.nn.attention.flex_attention import flex_attention as _flex
 
     if dropout_p > 0:
@@ -131,18 +154,7 @@ def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: f
     if _flex_compiled is None:
         _flex_compiled = torch.compile(_flex, dynamic=False)
     total = q.shape[0]
-    doc, _ = _doc_layout(cu_seqlens, total, max_seqlen)
-    left, right = window
-
-    def mask_mod(b, h, qi, ki):
-        keep = doc[qi] == doc[ki]
-        if left >= 0:
-            keep = keep & (ki >= qi - left)
-        if right >= 0:
-            keep = keep & (ki <= qi + right)
-        return keep
-
-    block_mask = create_block_mask(mask_mod, None, None, total, total, device=q.device)
+    block_mask = _flex_block_mask(cu_seqlens, total, max_seqlen, window, q.device)
     # (total, heads, dim) -> (1, heads, total, dim)
     out = _flex_compiled(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
                          block_mask=block_mask)
