@@ -105,3 +105,23 @@ def test_preset_parameter_counts():
             hf_counts[name] = transformers.ModernBertForMaskedLM(hf_cfg).num_parameters()
     assert counts == hf_counts
     assert counts == {"base": 149_655_232, "large": 395_881_664}
+
+
+def test_config_spellings_of_other_transformers_versions():
+    v5 = {
+        "model_type": "modernbert", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 80,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "max_position_embeddings": 512, "local_attention": 16,
+        "pad_token_id": 2, "cls_token_id": 0, "sep_token_id": 1, "layer_norm_eps": 2e-5,
+        "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        "rope_parameters": {"full_attention": {"rope_theta": 160000.0, "rope_type": "default"},
+                            "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+    }
+    cfg = ModernBertConfig.from_hf_dict(v5)
+    assert (cfg.global_rope_theta, cfg.local_rope_theta, cfg.norm_eps) == (160000.0, 10000.0, 2e-5)
+    scaled = json.loads(json.dumps(v5))
+    scaled["rope_parameters"]["full_attention"]["rope_type"] = "yarn"
+    with pytest.raises(ValueError, match="RoPE scaling"):
+        ModernBertConfig.from_hf_dict(scaled)
+    odd = dict(v5, layer_types=["sliding_attention"] * 4)
+    with pytest.raises(ValueError, match="cannot express"):
+        ModernBertConfig.from_hf_dict(odd)

@@ -22,6 +22,7 @@ _HF_IGNORED_KEYS = {
     "is_encoder_decoder", "is_decoder", "add_cross_attention", "tokenizer_class", "prefix",
     "task_specific_params", "finetuning_task", "num_labels", "_attn_implementation_autoset",
     "modernbert_pretrain", "initializer_range", "initializer_cutoff_factor", "classifier_activation",
+    "gradient_checkpointing", "head_dim", "output_router_logits", "bos_token_id", "eos_token_id",
     "bos_token_id_", "eos_token_id_",
 }
 
@@ -162,6 +163,7 @@ class ModernBertConfig:
         """Map a transformers ModernBertConfig dict (config.json) onto ours."""
         if hf.get("model_type", "modernbert") != "modernbert":
             raise ValueError(f"config.json has model_type={hf.get('model_type')!r}; only 'modernbert' can be mapped")
+        hf = _normalize_hf_spellings(dict(hf))
         ours = dict(hf.get("modernbert_pretrain", {}))
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = []
@@ -221,6 +223,37 @@ class ModernBertConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _normalize_hf_spellings(hf: dict[str, Any]) -> dict[str, Any]:
+    """Older and newer transformers spellings of the same facts -> the 4.48+ keys this config uses:
+    `layer_norm_eps` (sentence-transformers era), and transformers 5's `rope_parameters` per layer type
+    plus `layer_types`."""
+    if "layer_norm_eps" in hf:
+        eps = hf.pop("layer_norm_eps")
+        if "norm_eps" in hf and hf["norm_eps"] != eps:
+            raise ValueError(f"config.json: layer_norm_eps={eps} and norm_eps={hf['norm_eps']} disagree")
+        hf.setdefault("norm_eps", eps)
+    rope = hf.pop("rope_parameters", None)
+    if rope:
+        for kind, ours in (("full_attention", "global_rope_theta"), ("sliding_attention", "local_rope_theta")):
+            params = rope.get(kind, {})
+            if params.get("rope_type", "default") != "default":
+                raise ValueError(f"config.json: rope_parameters.{kind}.rope_type={params['rope_type']!r} "
+                                 "(RoPE scaling) is not supported; only 'default' maps to ModernBERT")
+            if "rope_theta" in params:
+                hf.setdefault(ours, params["rope_theta"])
+    layer_types = hf.pop("layer_types", None)
+    if layer_types:
+        every = hf.get("global_attn_every_n_layers", 3)
+        expected = ["full_attention" if i % every == 0 else "sliding_attention" for i in range(len(layer_types))]
+        if list(layer_types) != expected:
+            raise ValueError(f"config.json: layer_types {layer_types} is not 'global every {every} layers "
+                             "from layer 0'; this model cannot express that pattern")
+    window = hf.pop("sliding_window", None)
+    if window is not None and "local_attention" not in hf:
+        hf["local_attention"] = 2 * int(window)
+    return hf
 
 
 def _check_keys(values: dict[str, Any], where: str) -> None:
