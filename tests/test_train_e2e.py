@@ -79,3 +79,19 @@ def test_tiling_to_a_smaller_model_is_refused_before_training(smoke_workdir, tmp
                          env=env(), timeout=300)
     assert out.returncode == 2
     assert "cannot tile" in out.stderr and "hidden_size" in out.stderr
+
+
+def test_heldout_evaluation_has_its_own_masking_rate(smoke_workdir):
+    from modernbert_pretrain.config import load_config
+    from modernbert_pretrain.train.builder import build_loaders
+
+    from .train_helpers import ROOT
+
+    cfg = load_config(ROOT / "yamls/smoke/phase1.yaml", [f"workdir={smoke_workdir}", "eval.data.mask_prob=0.15"])
+    train, evaluator = build_loaders(cfg, rank=0, world_size=1)
+    eval_loader = evaluator.dataloader.dataloader
+    batch = next(iter(eval_loader))
+    labels = torch.cat([mb["labels"] for mb in batch["microbatches"]])
+    rate = float((labels != -100).float().mean())
+    assert abs(rate - 0.15) < 0.04, rate
+    assert eval_loader.spec.cfg.split == "val" and train.spec.cfg.split == "train"
