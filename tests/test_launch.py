@@ -247,11 +247,6 @@ def test_two_nodes_match_one_launcher(smoke_workdir, tmp_path):
 
 
 @needs_nodes
-@pytest.mark.xfail(strict=True, reason=(
-    "composer 0.32.1: Trainer autoresume broadcasts rank 0's node signal file name (dist."
-    "get_node_signal_file_name), so with a save folder that all nodes share every node's local rank 0 "
-    "creates and removes the same file and the second os.remove raises FileNotFoundError at startup. Needs "
-    "a workaround in the training code (a per-node file name); remove this mark then."))
 def test_shared_save_folder(smoke_workdir, tmp_path):
     # Real clusters keep checkpoints on a shared filesystem (every node reads them when resuming).
     work = _fresh(smoke_workdir, tmp_path / "shared")

@@ -171,6 +171,9 @@ def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
 
 
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
+    from .compat import per_node_signal_files
+
+    per_node_signal_files()
     on_gpu = torch.cuda.is_available()
     rank, world_size = dist.get_global_rank(), dist.get_world_size()
     cfg.check_world_size(world_size)
