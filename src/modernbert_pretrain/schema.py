@@ -82,6 +82,10 @@ def coerce(value: Any, tp, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value

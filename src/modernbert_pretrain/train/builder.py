@@ -170,6 +170,29 @@ def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
     return cfg.precision
 
 
+def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_config: dict | None):
+    info = {
+        "model_config": model.config.to_dict(),
+        "train_config": raw_config or {},
+        "tokenizer": cfg.data.tokenizer,
+        "phase": cfg.run_name,
+    }
+    # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
+    # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
+    callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
+                 NonFiniteGuard(cfg.nonfinite_loss)]
+    if cfg.logging.metrics_file:
+        callbacks.append(MetricsFile(cfg.logging.metrics_file))
+    if cfg.export is not None:
+        interval = cfg.save.interval if cfg.export.interval == "checkpoint" else cfg.export.interval
+        callbacks.append(HFExport(cfg.export.folder, interval, tokenizer=cfg.data.tokenizer, phase=cfg.run_name,
+                                  train_config=raw_config or {}, dtype=cfg.export.dtype))
+    loggers = []
+    if cfg.logging.wandb:
+        loggers.append(wandb_logger(cfg.logging.project, cfg.run_name))
+    return callbacks, loggers
+
+
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     from .compat import per_node_signal_files
 
@@ -199,25 +222,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
-    info = {
-        "model_config": model.config.to_dict(),
-        "train_config": raw_config or {},
-        "tokenizer": cfg.data.tokenizer,
-        "phase": cfg.run_name,
-    }
-    # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
-    # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
-    callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
-                 NonFiniteGuard(cfg.nonfinite_loss)]
-    if cfg.logging.metrics_file:
-        callbacks.append(MetricsFile(cfg.logging.metrics_file))
-    if cfg.export is not None:
-        interval = cfg.save.interval if cfg.export.interval == "checkpoint" else cfg.export.interval
-        callbacks.append(HFExport(cfg.export.folder, interval, tokenizer=cfg.data.tokenizer, phase=cfg.run_name,
-                                  train_config=raw_config or {}, dtype=cfg.export.dtype))
-    loggers = []
-    if cfg.logging.wandb:
-        loggers.append(wandb_logger(cfg.logging.project, cfg.run_name))
+    callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config)
     kwargs: dict[str, Any] = {}
     if evaluator is not None:
         kwargs.update(eval_dataloader=evaluator, eval_interval=cfg.eval.interval)
