@@ -7,7 +7,6 @@ import torch
 from modernbert_pretrain import ModernBertConfig, ModernBertForMaskedLM
 from modernbert_pretrain.config import OptimizerConfig
 from modernbert_pretrain.data import IGNORE_INDEX
-from modernbert_pretrain.model import resolve_backend
 from modernbert_pretrain.train.optim import build_optimizer, param_groups
 
 from .configs import BenchConfig, Variant
@@ -63,10 +62,7 @@ def our_model(cfg: ModernBertConfig, variant: Variant, device: torch.device) -> 
         model = ModernBertForMaskedLM(cfg).train()
     amp_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = torch.bfloat16 if variant.bf16_weights else amp_dtype
-    backend = resolve_backend(cfg.attn_backend, device=device, dtype=dtype,
-                              needs_window=cfg.num_hidden_layers > 1 and cfg.global_attn_every_n_layers > 1,
-                              needs_dropout=cfg.attention_dropout > 0)
-    model.model.set_attn_backend(backend)
+    backend = model.model.resolve_attn_backend(device, dtype)
     if variant.bf16_weights:
         # Parameters only: model.to(bfloat16) would also round the RoPE inv_freq buffers to bf16.
         with torch.no_grad():

@@ -26,7 +26,7 @@ AttentionFn = Callable[..., torch.Tensor]
 
 
 # ----------------------------------------------------------------------------------- sdpa
-def _doc_layout(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) -> tuple[torch.Tensor, torch.Tensor]:
+def doc_layout(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token (document index, position within document)."""
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     doc = torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths,
@@ -39,7 +39,7 @@ def sdpa_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: f
     """Reference path, CPU training included: pads each document to max_seqlen and calls SDPA."""
     total, heads, head_dim = q.shape
     n_docs = cu_seqlens.numel() - 1
-    doc, pos = _doc_layout(cu_seqlens, total, max_seqlen)
+    doc, pos = doc_layout(cu_seqlens, total)
     # (docs, heads, max_seqlen, head_dim), zeros where a document is shorter
     padded = q.new_zeros(3, n_docs, max_seqlen, heads, head_dim)
     padded[:, doc, pos] = torch.stack((q, k, v))
@@ -130,7 +130,7 @@ def _flex_block_mask(cu_seqlens, total: int, max_seqlen: int, window: Window, de
     if _flex_masks["cu"] is not cu_seqlens:
         _flex_masks["cu"], _flex_masks["masks"] = cu_seqlens, {}
     if window not in _flex_masks["masks"]:
-        doc, _ = _doc_layout(cu_seqlens, total, max_seqlen)
+        doc, _ = doc_layout(cu_seqlens, total)
         left, right = window
 
         def mask_mod(b, h, qi, ki):

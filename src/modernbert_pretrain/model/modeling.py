@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import resolve_backend
+from .attention import doc_layout, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
 from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
@@ -48,9 +48,7 @@ def repad(flat: torch.Tensor, indices: torch.Tensor, batch: int, seq: int) -> to
 
 def positions_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """Positions restart at 0 at every document boundary."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    starts = torch.repeat_interleave(cu_seqlens[:-1].long(), lengths, output_size=total)
-    return torch.arange(total, device=cu_seqlens.device) - starts
+    return doc_layout(cu_seqlens, total)[1]
 
 
 class ModernBertModel(nn.Module):
@@ -71,18 +69,24 @@ class ModernBertModel(nn.Module):
     def attn_backend(self) -> str | None:
         return self._resolved_backend
 
-    def _ensure_backend(self, hidden: torch.Tensor) -> None:
-        if self._resolved_backend is not None:
-            return
+    def resolve_attn_backend(self, device: torch.device, dtype: torch.dtype) -> str:
+        """Turn the configured backend (possibly `auto`) into a concrete one for this device and compute
+        dtype, and use it in every layer. Callers that compile do this first, outside the traced forward."""
         cfg = self.config
-        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
-            else hidden.dtype
         name = resolve_backend(
-            cfg.attn_backend, device=hidden.device, dtype=dtype,
+            cfg.attn_backend, device=device, dtype=dtype,
             needs_window=cfg.num_hidden_layers > 1 and cfg.global_attn_every_n_layers > 1,
             needs_dropout=cfg.attention_dropout > 0,
         )
         self.set_attn_backend(name)
+        return name
+
+    def _ensure_backend(self, hidden: torch.Tensor) -> None:
+        if self._resolved_backend is not None:
+            return
+        kind = hidden.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else hidden.dtype
+        self.resolve_attn_backend(hidden.device, dtype)
 
     def rope_tables(self, position_ids: torch.Tensor) -> dict:
         """cos/sin per token for the global and local bases, computed once per forward."""

@@ -149,15 +149,9 @@ def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
 def _prepare_for_gpu(model: ModernBertForMaskedLM, cfg: TrainConfig) -> None:
     """Pick the attention backend before any compile (not inside the first traced forward), and skip the
     per-step input checks: the loader only emits valid ids and boundaries, and each check is a host sync."""
-    from ..model import resolve_backend
-
-    mc = model.config
     dtype = torch.bfloat16 if _precision(cfg, True) == "amp_bf16" else torch.float32
-    name = resolve_backend(mc.attn_backend, device=torch.device("cuda"), dtype=dtype,
-                           needs_window=mc.num_hidden_layers > 1 and mc.global_attn_every_n_layers > 1,
-                           needs_dropout=mc.attention_dropout > 0)
-    model.model.set_attn_backend(name)
-    mc.validate_inputs = False
+    name = model.model.resolve_attn_backend(torch.device("cuda"), dtype)
+    model.config.validate_inputs = False
     log.info("attention backend: %s", name)
 
 
