@@ -328,31 +328,29 @@ def load_raw(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -
     return _resolve_paths(raw, base_dir)
 
 
-_PATH_FIELDS = {("data", "tokenizer"), ("load_from", "path"), ("init_from", "path"), ("save", "folder"),
-                ("export", "folder"), ("logging", "metrics_file")}
+# Paths outside the data section; the data section's paths are resolved by the data package itself
+# (data.tokenizer_info.resolve_config), which also knows a Hub tokenizer name from a folder.
+_PATH_FIELDS = {("load_from", "path"), ("init_from", "path"), ("save", "folder"), ("export", "folder"),
+                ("logging", "metrics_file")}
 
 
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:
-    def fix(value):
-        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            candidate = base_dir / value
-            # A bare name such as 'answerdotai/ModernBERT-base' may be a hub id: keep it when no such path exists.
-            if candidate.exists() or value.startswith(".") or "/" not in value:
-                return str(candidate.resolve())
-        return value
-
     for section, key in _PATH_FIELDS:
-        if isinstance(raw.get(section), dict) and key in raw[section]:
-            raw[section][key] = fix(raw[section][key])
-    data = raw.get("data")
-    if isinstance(data, dict):
-        if isinstance(data.get("local"), str):
-            data["local"] = fix(data["local"])
-        for stream in data.get("streams") or []:
-            if isinstance(stream, dict) and isinstance(stream.get("local"), str):
-                stream["local"] = fix(stream["local"])
+        value = raw[section].get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
+            raw[section][key] = str((base_dir / value).resolve())
     return raw
 
 
+def load(yaml_path, overrides: list[str] | None = None) -> tuple[dict[str, Any], TrainConfig]:
+    """The resolved plain dict (for logging and checkpoints) and the validated config, from one read."""
+    from .data.tokenizer_info import resolve_config
+
+    raw = load_raw(yaml_path, overrides)
+    cfg = build(TrainConfig, raw)
+    cfg.data = resolve_config(cfg.data, str(Path(yaml_path).resolve().parent))
+    return raw, cfg
+
+
 def load_config(yaml_path, overrides: list[str] | None = None) -> TrainConfig:
-    return build(TrainConfig, load_raw(yaml_path, overrides))
+    return load(yaml_path, overrides)[1]

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import load_config, load_raw
-from ..schema import ConfigError, build
+from ..config import load
+from ..schema import ConfigError
 
 log = logging.getLogger("modernbert_pretrain")
 
@@ -38,12 +38,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def dry_run(args) -> int:
-    from ..config import TrainConfig
     from .plan import make_plan
     from .preflight import check_paths
 
-    raw = load_raw(args.config, args.overrides)
-    cfg = build(TrainConfig, raw)
+    _, cfg = load(args.config, args.overrides)
     world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
     cfg.check_world_size(world)
     for problem in check_paths(cfg, strict=False):
@@ -57,8 +55,7 @@ def run(args) -> int:
 
     from .builder import build_trainer
 
-    raw = load_raw(args.config, args.overrides)
-    cfg = load_config(args.config, args.overrides)
+    raw, cfg = load(args.config, args.overrides)
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
