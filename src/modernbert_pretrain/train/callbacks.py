@@ -164,11 +164,8 @@ class MetricsFile(Callback):
         if isinstance(loss, (list, tuple)):
             loss = sum(loss)
         loss_value = float(loss.detach().float().item()) if torch.is_tensor(loss) else float(loss)
-        rows = torch.tensor([sum(int(mb["num_rows"]) for mb in state.batch["microbatches"])], dtype=torch.int64)
-        dist.all_reduce(rows, reduce_operation="SUM")
         # The scheduler steps after this event: this is the LR the batch was trained with.
-        self._pending = {"loss": loss_value, "lr": float(state.optimizers[0].param_groups[0]["lr"]),
-                         "global_batch_size": int(rows.item())}
+        self._pending = {"loss": loss_value, "lr": float(state.optimizers[0].param_groups[0]["lr"])}
 
     def batch_end(self, state: State, logger: Logger) -> None:
         import json
@@ -176,8 +173,10 @@ class MetricsFile(Callback):
 
         if self._pending is None or dist.get_global_rank() != 0:
             return
+        # Composer's sample clock already sums every rank's rows: the step's global batch size.
+        rows = int(state.timestamp.sample.value) - int(state.previous_timestamp.sample.value)
         record = {"batch": int(state.timestamp.batch.value), "tokens": int(state.timestamp.token.value),
-                  **self._pending}
+                  "loss": self._pending["loss"], "lr": self._pending["lr"], "global_batch_size": rows}
         self._pending = None
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
