@@ -47,6 +47,7 @@ class TrainMetrics(Callback):
 
         self.model_config = model_config
         self.n_params = non_embedding_params(model_config)
+        self.peak = peak_flops(torch.device("cuda")) if torch.cuda.is_available() else None
         self._t0 = None
 
     def before_train_batch(self, state: State, logger: Logger) -> None:
@@ -76,11 +77,10 @@ class TrainMetrics(Callback):
             "time/tokens_seen": int(state.timestamp.token.value),
             "lr": state.optimizers[0].param_groups[0]["lr"],
         }
-        peak = peak_flops(torch.device("cuda")) if torch.cuda.is_available() else None
         per_device = flops / elapsed / dist.get_world_size()  # FLOP count: model/flops.py
         metrics["throughput/model_tflops_per_s_per_device"] = per_device / 1e12
-        if peak:
-            metrics["throughput/mfu"] = per_device / peak
+        if self.peak:
+            metrics["throughput/mfu"] = per_device / self.peak
         if torch.cuda.is_available():
             metrics["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
         else:
