@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..schema import check_keys
 
 ATTN_BACKENDS = ("auto", "flash_attn", "torch_varlen", "flex", "sdpa")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu")
@@ -257,12 +258,7 @@ def _normalize_hf_spellings(hf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_keys(values: dict[str, Any], where: str) -> None:
-    names = [f.name for f in dataclasses.fields(ModernBertConfig)]
-    for key in values:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{where}: unknown key {key!r}{hint}")
+    check_keys(values, [f.name for f in dataclasses.fields(ModernBertConfig)], where)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
