@@ -164,8 +164,7 @@ def export_checkpoint(path: str | Path, out_root: str | Path, *, dtype: str = "f
 
 
 def checkpoints_of(path: Path, everything: bool) -> list[Path]:
-    from .train.checkpoint import LATEST, CheckpointError, list_checkpoints, resolve_checkpoint
-    from .train.checkpoint import _batch_of as _batch
+    from .train.checkpoint import LATEST, CheckpointError, list_checkpoints, resolve_checkpoint, uncommitted
 
     if path.is_file() or (path.is_dir() and (path / ".metadata").is_file()):
         return [path]
@@ -175,14 +174,10 @@ def checkpoints_of(path: Path, everything: bool) -> list[Path]:
         found = list_checkpoints(path)
         if not found:
             raise ExportError(f"{path} holds no checkpoints (*.pt with a batch number)")
-        latest = path / LATEST
-        if latest.is_symlink() and latest.exists():
-            committed = latest.resolve()
-            newer = [f for f in found if _batch(f) > _batch(committed)]
-            for f in newer:
-                print(f"not exported: {f} was written after {LATEST} (a save cut off by a crash?)", file=sys.stderr)
-            found = [f for f in found if f not in newer]
-        return found
+        newer = uncommitted(path)
+        for f in newer:
+            print(f"not exported: {f} was written after {LATEST} (a save cut off by a crash?)", file=sys.stderr)
+        return [f for f in found if f not in newer]
     try:
         return [resolve_checkpoint(path)]
     except CheckpointError as err:

@@ -55,22 +55,25 @@ def _batch_of(path: Path) -> int:
     return int(_CKPT_RE.search(path.name).group(1))
 
 
-def discard_uncommitted(folder: str | Path) -> list[Path]:
-    """Remove checkpoint files written after the one `latest` points to.
+def uncommitted(folder: str | Path) -> list[Path]:
+    """Checkpoint files written after the one a valid `latest` points to (none without a valid `latest`).
 
     Composer writes a checkpoint, then moves `latest` to it; a crash in between leaves a file that may be
-    truncated and that `latest` never vouched for. Resuming from `latest` would also refuse to overwrite it."""
+    truncated and that `latest` never vouched for."""
     p = Path(folder)
-    if not p.is_dir():
-        return []
     latest = p / LATEST
-    committed = _batch_of(latest.resolve()) if latest.is_symlink() and latest.exists() else -1
-    removed = []
-    for file in list_checkpoints(p):
-        if _batch_of(file) > committed:
-            log.warning("removing %s: written after the last committed checkpoint (crash during a save?)", file)
-            file.unlink()
-            removed.append(file)
+    if not (p.is_dir() and latest.is_symlink() and latest.exists()):
+        return []
+    committed = _batch_of(latest.resolve())
+    return [file for file in list_checkpoints(p) if _batch_of(file) > committed]
+
+
+def discard_uncommitted(folder: str | Path) -> list[Path]:
+    """Remove the uncommitted files; resuming from `latest` would also refuse to overwrite them."""
+    removed = uncommitted(folder)
+    for file in removed:
+        log.warning("removing %s: written after the last committed checkpoint (crash during a save?)", file)
+        file.unlink()
     return removed
 
 
