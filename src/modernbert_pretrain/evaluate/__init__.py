@@ -1,0 +1,1 @@
+"""Score exported checkpoints on downstream tasks (GLUE, retrieval, embedded offline tasks)."""
