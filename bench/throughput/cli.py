@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from modernbert_pretrain.model.attention import backend_choices
+
 from . import __doc__ as _PACKAGE_DOC
 from .configs import CONFIGS, TINY_CONFIGS, Variant, sweep_variants
 from .report import add_ratios, environment, print_tables, summarize
@@ -21,7 +23,8 @@ _DOC_ARGS = (("median", "lognormal body median"), ("sigma", "lognormal body sigm
 
 def _add_levers(p: argparse.ArgumentParser) -> None:
     lev = p.add_argument_group("levers for our model (one measurement unless --sweep)")
-    lev.add_argument("--attn", default="auto", choices=("auto", "flash_attn", "torch_varlen", "flex", "sdpa"))
+    lev.add_argument("--attn", default="auto", choices=backend_choices(),
+                     help="attention backend (the model's registry, model/attention.py)")
     lev.add_argument("--compile", action="store_true", help="torch.compile the whole model")
     lev.add_argument("--compile-scope", choices=("model", "encoder", "layers"), default="model",
                      help="encoder: ModernBertModel only (the sparse head stays eager); layers: each encoder "

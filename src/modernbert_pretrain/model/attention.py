@@ -1,12 +1,17 @@
-"""Attention backends over flat, unpadded token streams.
+"""Attention backends over flat, unpadded token streams, and the registry that names them.
 
-Every backend has the same signature::
+Every backend function has the same signature::
 
     attention(q, k, v, cu_seqlens, max_seqlen, window, dropout_p) -> out
 
 q, k, v: (total_tokens, heads, head_dim), cu_seqlens: int32 (docs + 1,), window: (left, right)
 with -1 meaning unbounded, out: (total_tokens, heads, head_dim). Tokens never attend across a
 document boundary. The module that calls them owns Wqkv, Wo and RoPE.
+
+A backend that needs per-batch state (flex: its block masks) declares a `prepare` function; the model
+calls it once per forward and window kind, and the backend function then gets the result as an eighth
+argument. Adding a backend is one `register_backend(AttentionBackend(...))` call: the config's choices,
+`auto` and the benchmark's --attn choices all read this registry.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +30,10 @@ log = logging.getLogger(__name__)
 
 Window = tuple[int, int]
 AttentionFn = Callable[..., torch.Tensor]
+
+
+def _always() -> bool:
+    return True
 
 
 # ----------------------------------------------------------------------------------- sdpa
@@ -119,33 +130,29 @@ def _flex_available() -> bool:
 
 
 _flex_compiled = None
-# Block masks of the current batch, one per window: every layer of a forward gets the same cu_seqlens
-# tensor, so the mask is built once per forward and window kind instead of once per layer.
-_flex_masks: dict = {"cu": None, "masks": {}}
 
 
-def _flex_block_mask(cu_seqlens, total: int, max_seqlen: int, window: Window, device):
+def flex_block_mask(cu_seqlens: torch.Tensor, total: int, max_seqlen: int, window: Window):
+    """The BlockMask of one window kind for this batch's documents. The model builds one per window kind
+    per forward and passes it to every layer of that kind."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    if _flex_masks["cu"] is not cu_seqlens:
-        _flex_masks["cu"], _flex_masks["masks"] = cu_seqlens, {}
-    if window not in _flex_masks["masks"]:
-        doc, _ = doc_layout(cu_seqlens, total)
-        left, right = window
+    doc, _ = doc_layout(cu_seqlens, total)
+    left, right = window
 
-        def mask_mod(b, h, qi, ki):
-            keep = doc[qi] == doc[ki]
-            if left >= 0:
-                keep = keep & (ki >= qi - left)
-            if right >= 0:
-                keep = keep & (ki <= qi + right)
-            return keep
+    def mask_mod(b, h, qi, ki):
+        keep = doc[qi] == doc[ki]
+        if left >= 0:
+            keep = keep & (ki >= qi - left)
+        if right >= 0:
+            keep = keep & (ki <= qi + right)
+        return keep
 
-        _flex_masks["masks"][window] = create_block_mask(mask_mod, None, None, total, total, device=device)
-    return _flex_masks["masks"][window]
+    return create_block_mask(mask_mod, None, None, total, total, device=cu_seqlens.device)
 
 
-def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0):
+def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0, block_mask=None):
+    """`block_mask` comes from flex_block_mask (built by the model once per forward); built here when absent."""
     global _flex_compiled
     from torch.nn.attention.flex_attention import flex_attention as _flex
 
@@ -153,59 +160,108 @@ def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: f
         raise ValueError("attn_backend='flex' has no attention-probability dropout; set attention_dropout=0")
     if _flex_compiled is None:
         _flex_compiled = torch.compile(_flex, dynamic=False)
-    total = q.shape[0]
-    block_mask = _flex_block_mask(cu_seqlens, total, max_seqlen, window, q.device)
+    if block_mask is None:
+        block_mask = flex_block_mask(cu_seqlens, q.shape[0], max_seqlen, window)
     # (total, heads, dim) -> (1, heads, total, dim)
     out = _flex_compiled(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
                          block_mask=block_mask)
     return out[0].transpose(0, 1)
 
 
-# ----------------------------------------------------------------------------------- table
-BACKENDS: dict[str, AttentionFn] = {
-    "flash_attn": flash_attn_attention,
-    "torch_varlen": torch_varlen_attention,
-    "flex": flex_attention,
-    "sdpa": sdpa_attention,
-}
+# -------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class AttentionBackend:
+    """One attention backend: everything the config, `auto` and the benchmark need to know about it."""
 
-_AVAILABLE: dict[str, Callable[[], bool]] = {
-    "flash_attn": _flash_attn_available,
-    "torch_varlen": _torch_varlen_available,
-    "flex": _flex_available,
-    "sdpa": lambda: True,
-}
+    name: str
+    fn: AttentionFn
+    """The attention function (signature in the module docstring)."""
+    available: Callable[[], bool] = _always
+    """Whether it can run on this machine (packages, CUDA)."""
+    why_missing: str = ""
+    """What to install or change when `available()` is false; shown in the error."""
+    supports_window: Callable[[], bool] = _always
+    """Whether it runs sliding-window (local) layers."""
+    supports_dropout: bool = False
+    """Whether it applies dropout to attention probabilities."""
+    auto_priority: int | None = None
+    """`auto` tries the highest first; None: used only when asked for by name."""
+    devices: tuple[str, ...] = ("cuda",)
+    """Device types `auto` may pick it for."""
+    dtypes: tuple[torch.dtype, ...] | None = None
+    """Compute dtypes `auto` may pick it for (None: any)."""
+    prepare: Callable[[torch.Tensor, int, int, Window], Any] | None = None
+    """prepare(cu_seqlens, total_tokens, max_seqlen, window) -> state passed to `fn` as its eighth argument;
+    called once per forward and window kind."""
 
-_WHY_MISSING = {
-    "flash_attn": "needs CUDA and the flash-attn package (pip install '.[flash]')",
-    "torch_varlen": "needs CUDA and torch >= 2.10 (torch.nn.attention.varlen); windowed layers need torch >= 2.11",
-    "flex": "needs CUDA and torch >= 2.5 (FlexAttention has no CPU backward pass)",
-    "sdpa": "",
-}
+    def __call__(self, q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0, prepared=None):
+        if self.prepare is None:
+            return self.fn(q, k, v, cu_seqlens, max_seqlen, window, dropout_p)
+        return self.fn(q, k, v, cu_seqlens, max_seqlen, window, dropout_p, prepared)
+
+    def fits(self, device: torch.device, dtype: torch.dtype, needs_window: bool, needs_dropout: bool) -> bool:
+        """Whether `auto` may choose it for this device, compute dtype and model."""
+        return (device.type in self.devices and (self.dtypes is None or dtype in self.dtypes)
+                and (self.supports_dropout or not needs_dropout)
+                and (not needs_window or self.supports_window()) and self.available())
+
+
+BACKENDS: dict[str, AttentionBackend] = {}
+
+
+def register_backend(backend: AttentionBackend) -> AttentionBackend:
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+_HALF = (torch.float16, torch.bfloat16)
+register_backend(AttentionBackend(
+    "flash_attn", flash_attn_attention, _flash_attn_available,
+    "needs CUDA and the flash-attn package (pip install '.[flash]')",
+    supports_dropout=True, auto_priority=30, dtypes=_HALF))
+register_backend(AttentionBackend(
+    "torch_varlen", torch_varlen_attention, _torch_varlen_available,
+    "needs CUDA and torch >= 2.10 (torch.nn.attention.varlen); windowed layers need torch >= 2.11",
+    supports_window=_varlen_has_window, auto_priority=20, dtypes=_HALF))
+register_backend(AttentionBackend(
+    "flex", flex_attention, _flex_available,
+    "needs CUDA and torch >= 2.5 (FlexAttention has no CPU backward pass)",
+    auto_priority=10, prepare=flex_block_mask))
+register_backend(AttentionBackend(
+    "sdpa", sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda")))
+
+
+def backend_choices() -> tuple[str, ...]:
+    """What `attn_backend` accepts: auto and every registered backend."""
+    return ("auto", *BACKENDS)
 
 
 def available_backends() -> list[str]:
-    return [name for name in BACKENDS if _AVAILABLE[name]()]
+    return [name for name, backend in BACKENDS.items() if backend.available()]
+
+
+def prepare_backend(name: str, cu_seqlens: torch.Tensor, total: int, max_seqlen: int,
+                    windows: Iterable[Window]) -> dict[Window, Any]:
+    """The backend's per-batch state for each window kind (empty when it needs none)."""
+    prepare = BACKENDS[name].prepare
+    if prepare is None:
+        return {}
+    return {window: prepare(cu_seqlens, total, max_seqlen, window) for window in windows}
 
 
 def resolve_backend(name: str, *, device: torch.device, dtype: torch.dtype, needs_window: bool,
                     needs_dropout: bool) -> str:
     """Turn `auto` into a concrete backend; check that an explicit one can run. Never falls back silently."""
     if name not in BACKENDS and name != "auto":
-        raise ValueError(f"unknown attention backend {name!r}; choose one of {['auto', *BACKENDS]}")
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {list(backend_choices())}")
     if name != "auto":
-        if not _AVAILABLE[name]():
+        if not BACKENDS[name].available():
             raise RuntimeError(f"attention backend {name!r} was requested but is not available here: "
-                               f"{_WHY_MISSING[name]}. Use attn_backend='auto' or 'sdpa'.")
+                               f"{BACKENDS[name].why_missing}. Use attn_backend='auto' or 'sdpa'.")
         return name
-    chosen = "sdpa"
-    if device.type == "cuda" and not needs_dropout:
-        half = dtype in (torch.float16, torch.bfloat16)
-        if _flash_attn_available():
-            chosen = "flash_attn"
-        elif half and _torch_varlen_available() and (_varlen_has_window() or not needs_window):
-            chosen = "torch_varlen"
-        elif _flex_available():
-            chosen = "flex"
+    ranked = sorted((b for b in BACKENDS.values() if b.auto_priority is not None), key=lambda b: -b.auto_priority)
+    chosen = next((b.name for b in ranked if b.fits(device, dtype, needs_window, needs_dropout)), None)
+    if chosen is None:
+        raise RuntimeError(f"attn_backend='auto' found no backend for device={device.type}, dtype={dtype}")
     log.info("attention backend auto -> %s (device=%s, dtype=%s)", chosen, device.type, dtype)
     return chosen

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..schema import check_keys
+from .attention import backend_choices
 
-ATTN_BACKENDS = ("auto", "flash_attn", "torch_varlen", "flex", "sdpa")
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu")
 
 # Keys of a transformers config.json that carry no architecture information for the MLM model
@@ -91,7 +91,7 @@ class ModernBertConfig:
     init_cutoff_factor: float = 2.0
     """Truncated normal cut at this many std."""
     attn_backend: str = "auto"
-    """Attention implementation: auto, flash_attn, torch_varlen, flex or sdpa."""
+    """Attention implementation: auto or a backend registered in model/attention.py (flash_attn, sdpa, ...)."""
     validate_inputs: bool = True
     """Check token ids and document lengths on every forward (one host sync per step)."""
     preset: str | None = field(default=None)
@@ -124,8 +124,8 @@ class ModernBertConfig:
             need(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, f"must be in [0, 1), got {value!r}")
         need(self.hidden_activation in ACTIVATIONS, "hidden_activation",
              f"{self.hidden_activation!r} is not supported; use one of {ACTIVATIONS}")
-        need(self.attn_backend in ATTN_BACKENDS, "attn_backend",
-             f"unknown backend {self.attn_backend!r}; choose one of {ATTN_BACKENDS}")
+        need(self.attn_backend in backend_choices(), "attn_backend",
+             f"unknown backend {self.attn_backend!r}; choose one of {backend_choices()}")
         for name in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
             value = getattr(self, name)
             if value is None and name == "mask_token_id":

@@ -67,7 +67,9 @@ class ModernBertAttention(nn.Module):
         self.out_drop = nn.Dropout(config.attention_output_dropout)
         self.backend = "sdpa"  # set by ModernBertModel.set_attn_backend
 
-    def forward(self, x: torch.Tensor, cos_sin: dict, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos_sin: dict, cu_seqlens: torch.Tensor, max_seqlen: int,
+                prepared: dict | None = None) -> torch.Tensor:
+        """`prepared`: the backend's per-batch state by window kind (attention.prepare_backend)."""
         total = x.shape[0]
         # (total_tokens, hidden) -> (total_tokens, 3, heads, head_dim)
         qkv = self.Wqkv(x).view(total, 3, self.num_heads, self.head_dim)
@@ -75,7 +77,8 @@ class ModernBertAttention(nn.Module):
         cos, sin = cos_sin["global" if self.is_global else "local"]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         dropout_p = self.attention_dropout if self.training else 0.0
-        out = BACKENDS[self.backend](q, k, v, cu_seqlens, max_seqlen, self.window, dropout_p)
+        state = prepared.get(self.window) if prepared else None
+        out = BACKENDS[self.backend](q, k, v, cu_seqlens, max_seqlen, self.window, dropout_p, state)
         # (total_tokens, heads, head_dim) -> (total_tokens, hidden)
         return self.out_drop(self.Wo(out.reshape(total, -1)))
 
@@ -88,8 +91,8 @@ class ModernBertEncoderLayer(nn.Module):
         self.mlp_norm = _norm(config)
         self.mlp = ModernBertMLP(config)
 
-    def forward(self, x, cos_sin, cu_seqlens, max_seqlen):
-        x = x + self.attn(self.attn_norm(x), cos_sin, cu_seqlens, max_seqlen)
+    def forward(self, x, cos_sin, cu_seqlens, max_seqlen, prepared=None):
+        x = x + self.attn(self.attn_norm(x), cos_sin, cu_seqlens, max_seqlen, prepared)
         return x + self.mlp(self.mlp_norm(x))
 
 

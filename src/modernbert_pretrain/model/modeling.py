@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import doc_layout, resolve_backend
+from .attention import doc_layout, prepare_backend, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
 from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
@@ -106,8 +106,11 @@ class ModernBertModel(nn.Module):
         self._ensure_backend(hidden)
         position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
         cos_sin = self.rope_tables(position_ids)
+        # Built once per forward and window kind (flex: block masks), shared by the layers of that kind.
+        prepared = prepare_backend(self._resolved_backend, cu_seqlens, input_ids.shape[0], max_seqlen,
+                                   {layer.attn.window for layer in self.layers})
         for layer in self.layers:
-            hidden = layer(hidden, cos_sin, cu_seqlens, max_seqlen)
+            hidden = layer(hidden, cos_sin, cu_seqlens, max_seqlen, prepared)
         return self.final_norm(hidden)
 
 
