@@ -1,4 +1,5 @@
-"""The shipped recipe YAMLs plan exactly the published values (DESIGN.md section 4), via --dry-run."""
+"""The shipped recipe YAMLs plan exactly the published values (docs/recipe.md, "The three phases"), via
+--dry-run."""
 
 import contextlib
 import io

@@ -29,7 +29,7 @@ class ModelSection:
     """`model:` a preset plus any ModernBertConfig field as an override."""
 
     preset: str = "base"
-    """tiny, tiny-large, base or large (shapes from DESIGN.md section 4)."""
+    """tiny, tiny-large, base or large (shapes: docs/architecture.md, "Model shapes")."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """ModernBertConfig fields set on top of the preset (written inline in the YAML)."""
 

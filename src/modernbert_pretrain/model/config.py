@@ -262,7 +262,8 @@ def _check_keys(values: dict[str, Any], where: str) -> None:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # DESIGN.md section 4 shapes. Phase-1 RoPE thetas (10k / 10k); later phases override the global one.
+    # Shapes: docs/architecture.md, "Model shapes". Phase-1 RoPE thetas (10k / 10k); later phases override the
+    # global one.
     "base": dict(hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12,
                  global_rope_theta=10000.0, local_rope_theta=10000.0),
     "large": dict(hidden_size=1024, intermediate_size=2624, num_hidden_layers=28, num_attention_heads=16,

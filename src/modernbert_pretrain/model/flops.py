@@ -5,7 +5,8 @@ Per step, forward + backward = 3 x forward:
 - attention: 12 x hidden x (attended keys) per token and layer, where a token of a document of length L
   attends L keys in a global layer and min(local_attention + 1, L) in a sliding-window layer;
 - MLM head (dense + tied decoder) on the masked tokens only: 6 x (hidden^2 + hidden x vocab) each.
-For base at 1024-token documents with 30% masking this is about 825 MFLOP per token (DESIGN.md section 5).
+For base at 1024-token documents with 30% masking this is about 825 MFLOP per token (docs/flops.md,
+"Worked example").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Tiled initialization: build a larger ModernBERT from a smaller one (DESIGN.md section 4, "tiled from base").
+"""Tiled initialization: build a larger ModernBERT from a smaller one (large is tiled from base: docs/recipe.md,
+"Settings shared by all phases").
 
 Width. Every dimension that grows is centre-tiled: the source is repeated along that dimension and the window of
 the target size is taken so that the middle of the source lands in the middle of the target. Target index j
@@ -12,7 +13,8 @@ intermediate map (so input/gate pairs stay matched) and mlp.Wo's input columns f
 
 Depth. Target layers of each attention kind (global / local, from each config's `is_global_layer`) are mapped
 onto the source layers of the same kind by centred proportional position within the kind (`layer_map`), so global
-layers are never initialized from local ones (a defect of the published code, DESIGN.md section 6).
+layers are never initialized from local ones (a defect of the published code: docs/published-defects.md,
+"Tiling mapped layers by depth only").
 
 Scale (`rescale=True`, the default). Plain copies (`rescale=False`) multiply every
 activation by the repeat factor: a linear layer whose input is a tiled vector sums each source column as many
