@@ -84,6 +84,14 @@ def test_auto_skips_a_backend_that_lacks_a_needed_feature(register):
                            needs_dropout=False) == "no_window"
 
 
+def test_auto_skips_a_backend_for_a_dtype_it_does_not_take(register):
+    register(AttentionBackend("bf16_only", attention.sdpa_attention, supports_dropout=True, auto_priority=1000,
+                              devices=("cpu",), dtypes=(torch.bfloat16,)))
+    assert resolve_backend("auto", device=CPU, dtype=torch.float32, needs_window=True, needs_dropout=False) == "sdpa"
+    assert resolve_backend("auto", device=CPU, dtype=torch.bfloat16, needs_window=True,
+                           needs_dropout=False) == "bf16_only"
+
+
 def test_unavailable_backend_reports_its_reason(register):
     register(AttentionBackend("missing", attention.sdpa_attention, available=lambda: False,
                               why_missing="needs the frobnicator package", auto_priority=1000, devices=("cpu",)))

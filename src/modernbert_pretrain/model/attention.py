@@ -216,19 +216,19 @@ def register_backend(backend: AttentionBackend) -> AttentionBackend:
 
 _HALF = (torch.float16, torch.bfloat16)
 register_backend(AttentionBackend(
-    "flash_attn", flash_attn_attention, _flash_attn_available,
-    "needs CUDA and the flash-attn package (pip install '.[flash]')",
+    name="flash_attn", fn=flash_attn_attention, available=_flash_attn_available,
+    why_missing="needs CUDA and the flash-attn package (pip install '.[flash]')",
     supports_dropout=True, auto_priority=30, dtypes=_HALF))
 register_backend(AttentionBackend(
-    "torch_varlen", torch_varlen_attention, _torch_varlen_available,
-    "needs CUDA and torch >= 2.10 (torch.nn.attention.varlen); windowed layers need torch >= 2.11",
+    name="torch_varlen", fn=torch_varlen_attention, available=_torch_varlen_available,
+    why_missing="needs CUDA and torch >= 2.10 (torch.nn.attention.varlen); windowed layers need torch >= 2.11",
     supports_window=_varlen_has_window, auto_priority=20, dtypes=_HALF))
 register_backend(AttentionBackend(
-    "flex", flex_attention, _flex_available,
-    "needs CUDA and torch >= 2.5 (FlexAttention has no CPU backward pass)",
+    name="flex", fn=flex_attention, available=_flex_available,
+    why_missing="needs CUDA and torch >= 2.5 (FlexAttention has no CPU backward pass)",
     auto_priority=10, prepare=flex_block_mask))
 register_backend(AttentionBackend(
-    "sdpa", sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda")))
+    name="sdpa", fn=sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda")))
 
 
 def backend_choices() -> tuple[str, ...]:
