@@ -36,7 +36,7 @@ def make_microbatch(rows: list[list[Piece]], *, seq_len: int, masker: MLMMasker,
     np.cumsum(lengths, out=cu_seqlens[1:])
     return {
         "input_ids": torch.from_numpy(inputs),  # (total,) long
-        "labels": torch.from_numpy(labels),  # (total,) long, -100 where not masked
+        "labels": torch.from_numpy(labels),  # (total,) long, IGNORE_INDEX where not masked
         "cu_seqlens": torch.from_numpy(cu_seqlens),  # (num_docs + 1,) int32
         "max_seqlen": int(lengths.max()) if lengths.size else 0,
         "num_rows": len(rows),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from modernbert_pretrain.constants import IGNORE_INDEX
 from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import DataConfigError
 from modernbert_pretrain.data.loader import build_train_loader, config_dir_of
@@ -63,7 +64,7 @@ class BatchStats:
         self.slots += batch["num_slot_tokens"]
         for mb in batch["microbatches"]:
             inputs, labels = mb["input_ids"].numpy(), mb["labels"].numpy()
-            chosen = labels != -100
+            chosen = labels != IGNORE_INDEX
             originals = np.where(chosen, labels, inputs)  # (total,) the unmasked tokens
             self.selectable += int((~self.is_special[originals]).sum())
             self.masked += int(chosen.sum())

@@ -4,16 +4,17 @@ Each non-special token is selected with probability ``mask_prob``; a selected to
 [MASK] (``mask_token_prob``), a random non-special token (``random_token_prob``) or stays as it is
 (the rest). Special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], added special tokens) are never
 selected and never drawn as replacements. Labels hold the original id at selected positions and
--100 elsewhere. The random draws are a pure function of (seed, step, rank, microbatch index).
+``IGNORE_INDEX`` elsewhere. The random draws are a pure function of (seed, step, rank, microbatch index).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from modernbert_pretrain.constants import IGNORE_INDEX
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "MLMMasker"]
 _MASK_DOMAIN = 0x4D4C4D  # separates mask streams from other uses of the same seed
 
 

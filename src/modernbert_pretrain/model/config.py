@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constants import IGNORE_INDEX
 from ..schema import check_keys
 from .attention import backend_choices
 
@@ -206,7 +207,7 @@ class ModernBertConfig:
             "classifier_pooling": "mean",
             "classifier_dropout": 0.0,
             "sparse_prediction": False,
-            "sparse_pred_ignore_index": -100,
+            "sparse_pred_ignore_index": IGNORE_INDEX,
         }
         skip = {"init_std", "init_cutoff_factor", "attn_backend", "validate_inputs", "preset",
                 "attention_output_dropout", "mask_token_id"}

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import IGNORE_INDEX
 from .attention import doc_layout, prepare_backend, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
@@ -18,7 +19,7 @@ from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPred
 class MaskedLMOutput:
     """`logits` is (batch, seq, vocab) for padded input, (total_tokens, vocab) for unpadded input, and
     (masked_tokens, vocab) when labels are given (sparse prediction). `loss` is the mean cross-entropy
-    over positions whose label is not -100."""
+    over positions whose label is not IGNORE_INDEX."""
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
@@ -199,7 +200,7 @@ class ModernBertForMaskedLM(nn.Module):
             kept = repad(hidden, indices, *padded_shape) if (return_hidden and padded_shape) else hidden
             return MaskedLMOutput(logits=logits, last_hidden_state=kept if return_hidden else None)
         # Sparse prediction: the head and decoder only see positions with a label.
-        selected = torch.nonzero(labels != -100, as_tuple=False).flatten()
+        selected = torch.nonzero(labels != IGNORE_INDEX, as_tuple=False).flatten()
         logits = self.decoder(self.head(hidden[selected]))  # (masked_tokens, vocab)
         target = labels[selected]
         if selected.numel() == 0:

@@ -11,6 +11,7 @@ from composer.core import DataSpec, Evaluator
 from composer.utils import dist, reproducibility
 
 from ..config import TrainConfig
+from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
@@ -111,7 +112,7 @@ def _num_tokens(batch: dict) -> dict[str, int]:
 def _masked(mb: dict) -> int:
     if "num_masked" in mb:
         return int(mb["num_masked"])
-    return int((mb["labels"] != -100).sum())
+    return int((mb["labels"] != IGNORE_INDEX).sum())
 
 
 def _num_samples(batch: dict) -> int:

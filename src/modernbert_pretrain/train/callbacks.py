@@ -11,6 +11,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from ..constants import IGNORE_INDEX
+
 
 class RunInfo(Callback):
     """Carries what a checkpoint needs to be understood later: the model config, the resolved
@@ -98,7 +100,7 @@ class TrainMetrics(Callback):
             real += sum(doc)
             slots += int(mb["num_slot_tokens"])
             rows += int(mb["num_rows"])
-            masked += int(mb["num_masked"]) if "num_masked" in mb else int((mb["labels"] != -100).sum())
+            masked += int(mb["num_masked"]) if "num_masked" in mb else int((mb["labels"] != IGNORE_INDEX).sum())
         return {"real": real, "slots": slots, "rows": rows, "masked": masked, "lengths": lengths}
 
 

@@ -6,6 +6,7 @@ import torch
 from composer.models import ComposerModel
 from torchmetrics import Metric
 
+from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
 
 
@@ -47,7 +48,7 @@ class MaskedCrossEntropy(Metric):
 
 def _masked_targets(batch: dict) -> torch.Tensor:
     labels = batch["labels"]
-    return labels[labels != -100]
+    return labels[labels != IGNORE_INDEX]
 
 
 class ComposerMLM(ComposerModel):
