@@ -6,7 +6,9 @@ Unknown keys are errors that name the closest valid key (the published code sile
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
+import re
 import types
 import typing
 from typing import Any, Union
@@ -85,6 +87,30 @@ def coerce(value: Any, tp, where: str) -> Any:
     return _coerce_scalar(value, tp, where)
 
 
+_COUNT_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+_COUNT_RE = re.compile(r"^\s*([+-]?[0-9][0-9_]*(?:\.[0-9]*)?(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*(?:tok|tokens)?\s*$",
+                       re.IGNORECASE)
+
+
+def read_count(value: Any) -> int | None:
+    """A whole number from an int, an integral float or a string such as ``1_024``, ``1.7e12``, ``50B`` or
+    ``1.7T`` (suffixes K/M/B/G/T, optional ``tok``); None when `value` is not one (booleans included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if not isinstance(value, str):
+        return None
+    match = _COUNT_RE.match(value)
+    if not match:
+        return None
+    # Decimal keeps '1.7T' exact (1.7 * 10**12 in floats is not a whole number for every mantissa).
+    number = decimal.Decimal(match.group(1).replace("_", "")) * _COUNT_SUFFIXES[match.group(2).lower()]
+    return int(number) if number == number.to_integral_value() else None
+
+
 def _coerce_scalar(value: Any, tp, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
@@ -93,17 +119,9 @@ def _coerce_scalar(value: Any, tp, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value.replace("_", ""))
-            except ValueError:
-                number = None
-            if number is not None and number.is_integer():
-                return int(number)
+        count = read_count(value)
+        if count is not None:
+            return count
         raise ConfigError(f"{where}: expected an integer (e.g. 1024 or 1.7e12), got {value!r}")
     if tp is float:
         if isinstance(value, bool):

@@ -15,16 +15,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from modernbert_pretrain.data.errors import DataConfigError
-from modernbert_pretrain.schema import ConfigError, build
+from modernbert_pretrain.schema import ConfigError, build, read_count
 
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
-_COUNT_RE = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([kmbgt]?)\s*(?:tok|tokens)?\s*$", re.I)
 _HASH_ALGOS = ("sha1", "sha224", "sha256", "sha384", "sha512", "md5", "xxh32", "xxh64", "xxh128", "xxh3_64",
                "xxh3_128", "blake2b", "blake2s", "sha3_224", "sha3_256", "sha3_384", "sha3_512")
 _SHUFFLE_ALGOS = ("py1e", "py1br", "py1b", "py1s", "py2s", "naive")
@@ -34,15 +31,9 @@ def parse_count(value: int | str, field_name: str) -> int:
     """Parse a count such as ``50_000``, ``"50B"``, ``"1.7T"`` or ``"3e9"`` into an int."""
     if isinstance(value, bool):
         raise DataConfigError(f"{field_name}: expected a count (int or string like '50B'), got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        match = _COUNT_RE.match(value)
-        if match:
-            number = float(match.group(1).replace("_", ""))
-            return int(round(number * _SUFFIXES[match.group(2).lower()]))
+    count = read_count(value)
+    if count is not None:
+        return count
     raise DataConfigError(
         f"{field_name}: cannot read {value!r} as a count; write an integer or a number with a "
         f"suffix K/M/B/T, e.g. '50B'"
