@@ -36,3 +36,57 @@ def test_counts_read_the_same_in_every_section():
             coerce(fractional, int, "max_tokens")
         with pytest.raises(DataConfigError, match="data.epoch_size: cannot read"):
             parse_count(fractional, "data.epoch_size")
+
+
+def _train_config(tmp_path, **sections):
+    import copy
+
+    import yaml
+
+    from modernbert_pretrain.config import load_config
+    from tests.test_train_config import GOOD
+
+    raw = copy.deepcopy(GOOD)
+    raw.update(sections)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_config(path)
+
+
+def test_decay_tokens_zero_means_the_rest_after_warmup_everywhere(tmp_path):
+    from modernbert_pretrain.train.plan import make_plan
+    from modernbert_pretrain.train.schedule import lr_multiplier
+
+    cfg = _train_config(tmp_path, max_tokens=100_000, scheduler={
+        "warmup_tokens": 20_000, "decay": {"shape": "linear", "tokens": 0, "final_lr_fraction": 0.0}})
+    span = cfg.scheduler.decay_span(cfg.max_tokens)
+    assert span == 80_000
+    assert make_plan(cfg)["decay"]["tokens"] == span
+    sched = cfg.scheduler
+    assert lr_multiplier(10_000, sched, cfg.max_tokens) == 0.5  # warmup
+    assert lr_multiplier(20_000, sched, cfg.max_tokens) == 1.0  # the decay starts where the warmup ends
+    assert lr_multiplier(20_000 + span // 4, sched, cfg.max_tokens) == 0.75
+    assert lr_multiplier(100_000, sched, cfg.max_tokens) == 0.0
+
+
+def test_batch_divisibility_is_one_rule(tmp_path):
+    import pytest
+
+    from modernbert_pretrain.data import batch_size_schedule
+    from modernbert_pretrain.schema import ConfigError
+    from modernbert_pretrain.train.plan import total_steps
+
+    cfg = _train_config(tmp_path, data={"tokenizer": "tok", "local": "mds", "seq_len": 128, "device_microbatch_size": 4,
+                                        "global_batch_size": 24, "batch_size_warmup_start": 8,
+                                        "batch_size_warmup_tokens": 10_000})
+    for world_size in (1, 2, 3, 4, 6, 5):
+        fits = 24 % (4 * world_size) == 0 and 8 % (4 * world_size) == 0
+        checks = (cfg.check_world_size, cfg.data.check_world_size, lambda w: batch_size_schedule(cfg.data, w),
+                  lambda w: total_steps(cfg, w))
+        for check in checks:
+            if fits:
+                check(world_size)
+            else:
+                with pytest.raises(ConfigError, match=f"x world size {world_size} = {4 * world_size}"):
+                    check(world_size)
+    assert total_steps(cfg, 1) == batch_size_schedule(cfg.data, 1).steps_for(cfg.max_tokens)

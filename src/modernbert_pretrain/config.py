@@ -83,7 +83,7 @@ class DecayConfig:
     shape: DecayShape = "1-sqrt"
     """linear, cosine or 1-sqrt."""
     tokens: int = 0
-    """Length of the decay; it ends at max_tokens. 0 means the whole phase."""
+    """Length of the decay; it ends at max_tokens. 0 means the rest of the phase after the warmup."""
     final_lr_fraction: float = 0.0
     """LR at the end, as a fraction of the peak."""
 
@@ -118,6 +118,13 @@ class SchedulerConfig:
     def __post_init__(self) -> None:
         if self.warmup_tokens < 0:
             raise ConfigError(f"scheduler.warmup_tokens must be >= 0, got {self.warmup_tokens}")
+
+    def decay_span(self, max_tokens: int) -> int:
+        """Tokens the decay lasts (it ends at max_tokens): decay.tokens, or with `decay.tokens: 0` everything
+        after the warmup; 0 without a decay. The validation, the scheduler and the plan all read this."""
+        if self.decay is None:
+            return 0
+        return self.decay.tokens or max(max_tokens - self.warmup_tokens, 0)
 
 
 @dataclass
@@ -253,8 +260,7 @@ class TrainConfig:
         if self.data.seq_len > model.max_position_embeddings:
             raise ConfigError(f"data.seq_len={self.data.seq_len} exceeds the model's max_position_embeddings="
                               f"{model.max_position_embeddings}; lower seq_len or raise model.max_position_embeddings")
-        decay = self.scheduler.decay
-        decay_tokens = (decay.tokens or self.max_tokens) if decay else 0
+        decay_tokens = self.scheduler.decay_span(self.max_tokens)
         if decay_tokens > self.max_tokens:
             raise ConfigError(f"scheduler.decay.tokens={decay_tokens} is longer than max_tokens={self.max_tokens}")
         if self.scheduler.warmup_tokens + decay_tokens > self.max_tokens:
@@ -267,16 +273,7 @@ class TrainConfig:
         return self.model.build(**extra)
 
     def check_world_size(self, world_size: int) -> None:
-        unit = self.data.device_microbatch_size * world_size
-        if self.data.global_batch_size % unit:
-            raise ConfigError(
-                f"data.global_batch_size={self.data.global_batch_size} is not divisible by "
-                f"device_microbatch_size x world_size = {self.data.device_microbatch_size} x {world_size} = {unit}; "
-                "change one of them")
-        start = self.data.batch_size_warmup_start
-        if start is not None and start % unit:
-            raise ConfigError(f"data.batch_size_warmup_start={start} is not a whole number of microbatches on every "
-                              f"rank (multiple of {unit})")
+        self.data.check_world_size(world_size)
 
 
 # ---------------------------------------------------------------------------------------- loading

@@ -218,11 +218,6 @@ class DataConfig:
                      "prefetch_steps"):
             if getattr(self, name) < 1:
                 raise DataConfigError(f"data.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.global_batch_size % self.device_microbatch_size:
-            raise DataConfigError(
-                f"data.global_batch_size={self.global_batch_size} is not a multiple of "
-                f"data.device_microbatch_size={self.device_microbatch_size}"
-            )
         self.batch_size_warmup_tokens = parse_count(self.batch_size_warmup_tokens, "data.batch_size_warmup_tokens")
         start = self.batch_size_warmup_start
         if start is not None:
@@ -231,15 +226,11 @@ class DataConfig:
                     f"data.batch_size_warmup_start={start} must lie in [1, global_batch_size="
                     f"{self.global_batch_size}]"
                 )
-            if start % self.device_microbatch_size:
-                raise DataConfigError(
-                    f"data.batch_size_warmup_start={start} is not a multiple of "
-                    f"data.device_microbatch_size={self.device_microbatch_size}"
-                )
             if self.batch_size_warmup_tokens <= 0:
                 raise DataConfigError(
                     "data.batch_size_warmup_tokens: must be > 0 when batch_size_warmup_start is set"
                 )
+        self.check_world_size(1)
         if self.num_workers not in (0, 1):
             raise DataConfigError(
                 f"data.num_workers={self.num_workers}: use 0 (in process) or 1 (one background "
@@ -275,6 +266,19 @@ class DataConfig:
                 raise DataConfigError(f"data.{name}: must be >= 1 or null, got {value}")
         if self.download_timeout <= 0:
             raise DataConfigError(f"data.download_timeout: must be > 0, got {self.download_timeout}")
+
+    def check_world_size(self, world_size: int) -> None:
+        """Every batch size, warmup start included, must be whole microbatches on every rank."""
+        unit = self.device_microbatch_size * world_size
+        for name in ("global_batch_size", "batch_size_warmup_start"):
+            size = getattr(self, name)
+            if size is not None and size % unit:
+                raise DataConfigError(
+                    f"data.{name}={size} is not a multiple of data.device_microbatch_size="
+                    f"{self.device_microbatch_size} x world size {world_size} = {unit} (not divisible by "
+                    f"device_microbatch_size x world_size, so some rank would run a partial microbatch); "
+                    f"change one of them"
+                )
 
     # ---- derived views ----------------------------------------------------------------------
 

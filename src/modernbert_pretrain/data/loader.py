@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from modernbert_pretrain.data.config import DataConfig
-from modernbert_pretrain.data.errors import DataConfigError, ResumeStateError
+from modernbert_pretrain.data.errors import ResumeStateError
 from modernbert_pretrain.data.pipeline import BatchPipeline
 from modernbert_pretrain.data.source import RankLayout, _check_local_index
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo, resolve_config, tokenizer_info
@@ -215,20 +215,11 @@ class PackedLoader(DataLoader):
 
 def batch_size_schedule(cfg: DataConfig, world_size: int) -> BatchSizeWarmup:
     """The global batch-size schedule of ``cfg`` on ``world_size`` ranks (warmup or constant)."""
+    cfg.check_world_size(world_size)
     granularity = cfg.device_microbatch_size * world_size
-    if cfg.global_batch_size % granularity:
-        raise DataConfigError(
-            f"data.global_batch_size={cfg.global_batch_size} is not a multiple of device_microbatch_size "
-            f"({cfg.device_microbatch_size}) x world size ({world_size}) = {granularity}"
-        )
     start = cfg.batch_size_warmup_start
     if start is None:
         return BatchSizeWarmup.constant(cfg.global_batch_size, cfg.seq_len, granularity)
-    if start % granularity:
-        raise DataConfigError(
-            f"data.batch_size_warmup_start={start} is not a multiple of device_microbatch_size "
-            f"({cfg.device_microbatch_size}) x world size ({world_size}) = {granularity}"
-        )
     return BatchSizeWarmup(start, cfg.global_batch_size, int(cfg.batch_size_warmup_tokens), cfg.seq_len, granularity)
 
 

@@ -16,17 +16,9 @@ def count_params(cfg: TrainConfig) -> int:
 
 
 def total_steps(cfg: TrainConfig, world_size: int) -> int:
-    from ..data import BatchSizeWarmup
+    from ..data import batch_size_schedule
 
-    data = cfg.data
-    warmup = BatchSizeWarmup(
-        start=data.batch_size_warmup_start or data.global_batch_size,
-        full=data.global_batch_size,
-        warmup_tokens=data.batch_size_warmup_tokens if data.batch_size_warmup_start else 0,
-        seq_len=data.seq_len,
-        granularity=data.device_microbatch_size * world_size,
-    )
-    return warmup.steps_for(cfg.max_tokens)
+    return batch_size_schedule(cfg.data, world_size).steps_for(cfg.max_tokens)
 
 
 def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
@@ -34,7 +26,7 @@ def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
     model_cfg = cfg.model_config()
     decay = None
     if sched.decay is not None:
-        decay = {"shape": sched.decay.shape, "tokens": int(sched.decay.tokens or cfg.max_tokens - sched.warmup_tokens),
+        decay = {"shape": sched.decay.shape, "tokens": sched.decay_span(cfg.max_tokens),
                  "final_lr_fraction": sched.decay.final_lr_fraction}
     return {
         "max_tokens": int(cfg.max_tokens),

@@ -19,7 +19,7 @@ def lr_multiplier(tokens: int, cfg: SchedulerConfig, max_tokens: int) -> float:
     decay = cfg.decay
     if decay is None:
         return mult
-    length = decay.tokens or (max_tokens - cfg.warmup_tokens)
+    length = cfg.decay_span(max_tokens)
     start = max_tokens - length
     if tokens < start:
         return mult
