@@ -90,3 +90,26 @@ def test_batch_divisibility_is_one_rule(tmp_path):
                 with pytest.raises(ConfigError, match=f"x world size {world_size} = {4 * world_size}"):
                     check(world_size)
     assert total_steps(cfg, 1) == batch_size_schedule(cfg.data, 1).steps_for(cfg.max_tokens)
+
+
+def test_loader_and_validator_read_an_index_the_same_way():
+    import json
+    import os
+
+    import pytest
+
+    from modernbert_pretrain.data import ShardError, build_train_loader
+    from modernbert_pretrain.data.shards import validate_mds_dataset
+    from tests.data_fixtures import fresh_dir, make_cfg
+
+    for name, index, expected in (("v1", {"version": 1, "shards": []}, "is not an MDS index"),
+                                  ("columns", {"version": 2, "shards": [{"column_names": ["tokens"], "format": "mds",
+                                                                         "raw_data": {"basename": "s.mds"}}]},
+                                   r"has columns \['tokens'\], expected 'input_ids'")):
+        folder = fresh_dir(f"index-{name}")
+        with open(os.path.join(folder, "index.json"), "w") as f:
+            json.dump(index, f)
+        with pytest.raises(ShardError, match=expected):
+            build_train_loader(make_cfg(folder), rank=0, world_size=1)
+        report = validate_mds_dataset(folder)
+        assert len(report.problems) == 1 and re.search(expected, report.problems[0].problem)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import ResumeStateError
 from modernbert_pretrain.data.pipeline import BatchPipeline
-from modernbert_pretrain.data.source import RankLayout, _check_local_index
+from modernbert_pretrain.data.source import RankLayout
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo, resolve_config, tokenizer_info
 from modernbert_pretrain.data.warmup import BatchSizeWarmup
 
@@ -232,8 +232,6 @@ def _spec(cfg: DataConfig, rank: int, world_size: int, config_dir: str | None, *
     if finite:
         resolved = resolved.with_overrides(batch_size_warmup_start=None)
     schedule = batch_size_schedule(resolved, world_size)
-    for stream in resolved.stream_list():
-        _check_local_index(stream, stream.split or resolved.split)
     return PipelineSpec(resolved, tokenizer_info(resolved.tokenizer), layout, schedule, finite, kind)
 
 

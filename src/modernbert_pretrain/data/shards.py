@@ -68,6 +68,27 @@ def check_shard_file(shard: Any, validate_hash: str | None) -> None:
             )
 
 
+def read_index(path: str) -> dict[str, Any]:
+    """The parsed ``index.json`` at ``path``; ShardError naming the file when it cannot be read or is
+    not an MDS index (version 2 with a list of shards)."""
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ShardError(f"cannot read MDS index {path}: {err}") from err
+    if not isinstance(index, dict) or index.get("version") != 2 or not isinstance(index.get("shards"), list):
+        raise ShardError(f"{path} is not an MDS index (version 2 with a shards list)")
+    return index
+
+
+def column_problem(info: dict[str, Any]) -> str | None:
+    """Why a shard record of an index cannot feed the loader (None when it can)."""
+    if TOKEN_COLUMN not in info.get("column_names", []):
+        return (f"has columns {info.get('column_names')}, expected '{TOKEN_COLUMN}' (write shards with "
+                f"data_prep/tokenize_to_mds.py)")
+    return None
+
+
 def _check_mds_header(path: str, samples: int) -> list[str]:
     """MDS layout: [n: uint32][offsets: uint32 x (n + 1)][sample bytes]; offsets end at the file size."""
     size = os.path.getsize(path)
@@ -119,13 +140,9 @@ def find_indexes(root: str) -> list[str]:
 
 def _shard_records(index_path: str, report: ValidationReport) -> Iterator[tuple[str, dict]]:
     try:
-        with open(index_path) as f:
-            index = json.load(f)
-    except (OSError, ValueError) as err:
-        report.problems.append(ShardProblem(index_path, f"unreadable index: {err}"))
-        return
-    if index.get("version") != 2 or not isinstance(index.get("shards"), list):
-        report.problems.append(ShardProblem(index_path, "not an MDS index (version 2 with a shards list)"))
+        index = read_index(index_path)
+    except ShardError as err:
+        report.problems.append(ShardProblem(index_path, str(err)))
         return
     report.indexes += 1
     for info in index["shards"]:
@@ -137,8 +154,9 @@ def _validate_shard(dirname: str, info: dict, algos: list[str] | None) -> list[S
     path = os.path.join(dirname, raw.get("basename", "?"))
     if info.get("format") != "mds":
         return [ShardProblem(path, f"format {info.get('format')!r}, expected 'mds'")]
-    if TOKEN_COLUMN not in info.get("column_names", []):
-        return [ShardProblem(path, f"columns {info.get('column_names')} lack '{TOKEN_COLUMN}'")]
+    problem = column_problem(info)
+    if problem:
+        return [ShardProblem(path, problem)]
     zip_info = info.get("zip_data")
     if not os.path.isfile(path) and zip_info:
         zpath = os.path.join(dirname, zip_info["basename"])

@@ -21,7 +21,14 @@ import numpy as np
 
 from modernbert_pretrain.data.config import DataConfig, StreamConfig
 from modernbert_pretrain.data.errors import DataConfigError, ResumeStateError, ShardError
-from modernbert_pretrain.data.shards import INDEX_NAME, TOKEN_COLUMN, check_shard_file, shard_file_path
+from modernbert_pretrain.data.shards import (
+    INDEX_NAME,
+    TOKEN_COLUMN,
+    check_shard_file,
+    column_problem,
+    read_index,
+    shard_file_path,
+)
 
 
 @dataclass(frozen=True)
@@ -74,17 +81,14 @@ def _check_local_index(stream: StreamConfig, split: str | None) -> str:
             f"data_prep/tokenize_to_mds.py --output {os.path.dirname(path)} (or fix `local`/`split`)"
         )
     try:
-        with open(path) as f:
-            index = json.load(f)
-    except (OSError, ValueError) as err:
-        raise ShardError(f"stream {stream.label}: cannot read MDS index {path}: {err}") from err
-    for info in index.get("shards", []):
-        if TOKEN_COLUMN not in info.get("column_names", []):
+        index = read_index(path)
+    except ShardError as err:
+        raise ShardError(f"stream {stream.label}: {err}") from err
+    for info in index["shards"]:
+        problem = column_problem(info)
+        if problem:
             raise ShardError(
-                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} has "
-                f"columns {info.get('column_names')}, expected '{TOKEN_COLUMN}' (write shards with "
-                f"data_prep/tokenize_to_mds.py)"
-            )
+                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} {problem}")
     return path
 
 
