@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
+from .configfile import config_dir, load_yaml
 from .data.config import DataConfig
 from .model.config import ModernBertConfig
 from .schema import ConfigError, build, check_keys
@@ -191,7 +189,11 @@ class EvalConfig:
     batches: int = 20
     """Microbatches per evaluation."""
     data: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the training `data:` section (e.g. split, local, mask_prob)."""
+    """Overrides of the training `data:` section (e.g. split, local, mask_prob): any data field, typed and
+    checked like it; relative paths are taken from the YAML's folder."""
+
+    def __post_init__(self) -> None:
+        self.data = DataConfig.check_overrides(self.data, "eval.data")
 
 
 @dataclass
@@ -275,54 +277,17 @@ class TrainConfig:
     def check_world_size(self, world_size: int) -> None:
         self.data.check_world_size(world_size)
 
+    def eval_data(self) -> DataConfig:
+        """The evaluation loader's data config: the training one with `eval.data` applied."""
+        if self.eval is None or not self.eval.data:
+            return self.data
+        return self.data.with_overrides(**self.eval.data)
+
 
 # ---------------------------------------------------------------------------------------- loading
-_CLI_PATH_KEYS = ("workdir", "path", "folder", "local", "tokenizer")
-
-
-def _absolutize_cli_value(key: str, value: Any) -> Any:
-    leaf = key.rsplit(".", 1)[-1]
-    if isinstance(value, str) and leaf in _CLI_PATH_KEYS and value and "://" not in value \
-            and not os.path.isabs(value) and not value.startswith("${"):
-        return os.path.abspath(value)
-    return value
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. optimizer.lr=3e-4)")
-        key, raw = item.split("=", 1)
-        value = OmegaConf.create({"v": raw} if raw == "" else f"v: {raw}")["v"] if raw else ""
-        out[key.strip()] = _absolutize_cli_value(key.strip(), value)
-    return out
-
-
 def load_raw(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """YAML + overrides -> a plain dict with interpolations resolved and relative paths made absolute."""
-    path = Path(yaml_path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        conf = OmegaConf.load(path)
-    except (OmegaConfBaseException, OSError, ValueError) as err:
-        raise ConfigError(f"{path}: cannot parse YAML: {err}") from err
-    if not isinstance(OmegaConf.to_container(conf), dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys")
-    base_dir = path.resolve().parent
-    if "workdir" in conf and isinstance(conf.workdir, str) and not os.path.isabs(conf.workdir):
-        conf.workdir = str((base_dir / conf.workdir).resolve())
-    for key, value in parse_overrides(overrides or []).items():
-        try:
-            OmegaConf.update(conf, key, value, merge=True, force_add=True)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"override {key}={value!r}: {err}") from err
-    try:
-        raw = OmegaConf.to_container(conf, resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: cannot resolve interpolation: {err}") from err
-    return _resolve_paths(raw, base_dir)
+    return _resolve_paths(load_yaml(yaml_path, overrides), config_dir(yaml_path))
 
 
 # Paths outside the data section; the data section's paths are resolved by the data package itself
@@ -332,20 +297,35 @@ _PATH_FIELDS = {("load_from", "path"), ("init_from", "path"), ("save", "folder")
 
 
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:
+    from .data.tokenizer_info import resolve_path
+
     for section, key in _PATH_FIELDS:
         value = raw[section].get(key) if isinstance(raw.get(section), dict) else None
-        if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            raw[section][key] = str((base_dir / value).resolve())
+        if isinstance(value, str) and value:
+            raw[section][key] = resolve_path(value, str(base_dir), f"{section}.{key}")
     return raw
+
+
+def _resolve_data(cfg: TrainConfig, base_dir: str) -> None:
+    """The training data config and the evaluation overrides with their paths resolved against the YAML's
+    folder (command-line paths are absolute already); the merged evaluation config is validated now."""
+    from .data.tokenizer_info import resolve_config
+
+    cfg.data = resolve_config(cfg.data, base_dir)
+    if cfg.eval is None or not cfg.eval.data:
+        return
+    try:
+        merged = resolve_config(cfg.data.with_overrides(**cfg.eval.data), base_dir)
+    except ConfigError as err:
+        raise ConfigError(f"eval.data: {err}") from err
+    cfg.eval.data = {key: getattr(merged, key) for key in cfg.eval.data}
 
 
 def load(yaml_path, overrides: list[str] | None = None) -> tuple[dict[str, Any], TrainConfig]:
     """The resolved plain dict (for logging and checkpoints) and the validated config, from one read."""
-    from .data.tokenizer_info import resolve_config
-
     raw = load_raw(yaml_path, overrides)
     cfg = build(TrainConfig, raw)
-    cfg.data = resolve_config(cfg.data, str(Path(yaml_path).resolve().parent))
+    _resolve_data(cfg, str(config_dir(yaml_path)))
     return raw, cfg
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modernbert_pretrain.data.errors import DataConfigError
-from modernbert_pretrain.schema import ConfigError, build, read_count
+from modernbert_pretrain.schema import ConfigError, build, check_keys, coerce, read_count
 
 _HASH_ALGOS = ("sha1", "sha224", "sha256", "sha384", "sha512", "md5", "xxh32", "xxh64", "xxh128", "xxh3_64",
                "xxh3_128", "blake2b", "blake2s", "sha3_224", "sha3_256", "sha3_384", "sha3_512")
@@ -294,6 +294,22 @@ class DataConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def check_overrides(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+        """A partial data config (some fields, e.g. ``eval.data``): unknown keys and wrong types are
+        rejected by name, values come back converted to the fields' types."""
+        if not isinstance(values, dict):
+            raise DataConfigError(f"{where}: expected a mapping of data fields, got {values!r}")
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]
+        try:
+            check_keys(values, fields, where)
+            return {key: coerce(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+        except DataConfigError:
+            raise
+        except ConfigError as err:
+            raise DataConfigError(str(err)) from err
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "data") -> DataConfig:

@@ -2,9 +2,10 @@
 
     python -m modernbert_pretrain.data.inspect <training yaml> [--batches N] [key=value ...]
 
-Reads the YAML with OmegaConf, applies dotted overrides (``data.seq_len=512``), takes its ``data:``
-section as a ``DataConfig`` (other sections belong to the training schema and are ignored),
-resolves paths relative to the YAML file, builds the training loader for rank 0 of 1, pulls N
+Reads the YAML and the dotted overrides (``data.seq_len=512``) as train.py does
+(``modernbert_pretrain.configfile``), takes its ``data:`` section as a ``DataConfig`` (other sections
+belong to the training schema and are ignored), resolves paths relative to the YAML file (paths
+given on the command line relative to the working directory), builds the training loader for rank 0 of 1, pulls N
 steps and prints a summary. The last line is one JSON object with ``batches``, ``tokens``,
 ``packing_efficiency``, ``mask_rate``, ``special_tokens_masked`` and ``tokens_per_s`` (and a few
 more).
@@ -25,29 +26,25 @@ import numpy as np
 from modernbert_pretrain.constants import IGNORE_INDEX
 from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import DataConfigError
-from modernbert_pretrain.data.loader import build_train_loader, config_dir_of
+from modernbert_pretrain.data.loader import build_train_loader
+from modernbert_pretrain.schema import ConfigError
 
 
 def load_data_config(yaml_path: str, overrides: Sequence[str] = (), section: str = "data") -> DataConfig:
-    """The ``section`` of a training YAML as a DataConfig, after overrides and interpolation."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    """The ``section`` of a training YAML as a DataConfig with its paths resolved, read like train.py reads
+    it (overrides, interpolation; YAML paths from the YAML's folder, command-line paths from the cwd)."""
+    from modernbert_pretrain.configfile import config_dir, load_yaml
+    from modernbert_pretrain.data.tokenizer_info import resolve_config
 
-    if not os.path.isfile(yaml_path):
-        raise DataConfigError(f"{yaml_path}: no such config file")
     try:
-        root = OmegaConf.load(yaml_path)
-        if overrides:
-            root = OmegaConf.merge(root, OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, ValueError) as err:
-        raise DataConfigError(f"{yaml_path}: cannot read the YAML or the overrides {list(overrides)}: {err}") from err
-    if section not in root or root[section] is None:
+        root = load_yaml(yaml_path, list(overrides))
+    except DataConfigError:
+        raise
+    except ConfigError as err:
+        raise DataConfigError(str(err)) from err
+    if root.get(section) is None:
         raise DataConfigError(f"{yaml_path}: no `{section}:` section")
-    try:
-        data = OmegaConf.to_container(root[section], resolve=True)
-    except OmegaConfBaseException as err:
-        raise DataConfigError(f"{yaml_path}: cannot resolve `{section}:` ({err})") from err
-    return DataConfig.from_dict(data, where=section)
+    return resolve_config(DataConfig.from_dict(root[section], where=section), str(config_dir(yaml_path)))
 
 
 class BatchStats:
@@ -89,7 +86,7 @@ def inspect(yaml_path: str, batches: int = 20, overrides: Sequence[str] = (), ou
     """Build the loader of ``yaml_path`` and summarize its first ``batches`` steps (printed to ``out``)."""
     out = out or sys.stdout
     cfg = load_data_config(yaml_path, overrides)
-    loader = build_train_loader(cfg, rank=0, world_size=1, config_dir=config_dir_of(yaml_path))
+    loader = build_train_loader(cfg, rank=0, world_size=1)
     info = loader.spec.info
     print(f"tokenizer {info.name}: {info.vocab_size} tokens, special ids {list(info.special_ids)[:12]}", file=out)
     resolved = loader.spec.cfg

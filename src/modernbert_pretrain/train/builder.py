@@ -138,8 +138,7 @@ def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
     train = build_train_loader(cfg.data, rank=rank, world_size=world_size)
     evaluator = None
     if cfg.eval is not None:
-        eval_data = cfg.data.with_overrides(**cfg.eval.data) if cfg.eval.data else cfg.data
-        eval_loader = build_eval_loader(eval_data, rank=rank, world_size=world_size)
+        eval_loader = build_eval_loader(cfg.eval_data(), rank=rank, world_size=world_size)
         evaluator = Evaluator(label="heldout", dataloader=eval_data_spec(eval_loader),
                               metric_names=["MaskedAccuracy", "MaskedCrossEntropy"],
                               subset_num_batches=cfg.eval.batches)

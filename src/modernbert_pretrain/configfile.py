@@ -1,0 +1,76 @@
+"""Reading a YAML config file with `key=value` overrides from the command line, for train.py and the
+data inspector alike.
+
+The YAML is read with OmegaConf (so `${workdir}` interpolation works); a relative `workdir` in the YAML is
+taken from the YAML's folder. Override values that are paths (by their key's last part) are resolved where
+they are typed: against the directory the command runs in, through the same resolver that tells a
+Hugging Face Hub id (`data.tokenizer=org/name`) from a folder. Paths written in the YAML are resolved
+later, against the YAML's folder, by the schema that knows which keys are paths.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .schema import ConfigError
+
+CLI_PATH_KEYS = ("workdir", "path", "folder", "local", "remote", "tokenizer", "metrics_file")
+"""Keys (last dotted part) whose command-line values are paths."""
+
+
+def resolve_cli_value(key: str, value: Any) -> Any:
+    """An override's value with a relative path made absolute against the working directory."""
+    from .data.tokenizer_info import resolve_path, resolve_tokenizer
+
+    leaf = key.rsplit(".", 1)[-1]
+    if not (isinstance(value, str) and value and leaf in CLI_PATH_KEYS) or value.startswith("${"):
+        return value
+    if leaf == "tokenizer":
+        return resolve_tokenizer(value, os.getcwd())
+    return resolve_path(value, os.getcwd(), key)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optimizer.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        value = OmegaConf.create({"v": raw} if raw == "" else f"v: {raw}")["v"] if raw else ""
+        out[key.strip()] = resolve_cli_value(key.strip(), value)
+    return out
+
+
+def load_yaml(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """YAML + overrides -> a plain dict with interpolations resolved. Paths in the YAML stay as written
+    (except `workdir`); paths in overrides are absolute."""
+    path = Path(yaml_path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        conf = OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot parse YAML: {err}") from err
+    if not isinstance(OmegaConf.to_container(conf), dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    if "workdir" in conf and isinstance(conf.workdir, str) and not os.path.isabs(conf.workdir):
+        conf.workdir = str((config_dir(path) / conf.workdir).resolve())
+    for key, value in parse_overrides(list(overrides or [])).items():
+        try:
+            OmegaConf.update(conf, key, value, merge=True, force_add=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override {key}={value!r}: {err}") from err
+    try:
+        return OmegaConf.to_container(conf, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{path}: cannot resolve interpolation: {err}") from err
+
+
+def config_dir(yaml_path: str | os.PathLike) -> Path:
+    """The folder relative paths in a YAML are taken from."""
+    return Path(yaml_path).resolve().parent
