@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
+from modernbert_pretrain.checkpoints import list_checkpoints, model_from_checkpoint
 from modernbert_pretrain.export import ExportError, export_checkpoint, main
-from modernbert_pretrain.train.checkpoint import list_checkpoints, model_from_checkpoint
 
 from .train_helpers import ROOT, env, run_train
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
+from modernbert_pretrain import checkpoints as ckpt_io
 from modernbert_pretrain.config import load_config
 from modernbert_pretrain.schema import ConfigError
-from modernbert_pretrain.train import checkpoint as ckpt_io
 from modernbert_pretrain.train.faults import NonFiniteLoss
 
 from .train_helpers import ROOT, env, metrics, run_train, train_cmd

@@ -113,3 +113,30 @@ def test_loader_and_validator_read_an_index_the_same_way():
             build_train_loader(make_cfg(folder), rank=0, world_size=1)
         report = validate_mds_dataset(folder)
         assert len(report.problems) == 1 and re.search(expected, report.problems[0].problem)
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module a file imports, function-local imports included, as absolute dotted names."""
+    import ast
+
+    package = ".".join(path.relative_to(SRC.parent).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            out += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return out
+
+
+def test_export_and_training_share_checkpoint_reading_without_a_cycle():
+    for name in ("export.py", "checkpoints.py"):
+        reached = [m for m in _imports(SRC / name) if m.startswith(("modernbert_pretrain.train", "composer"))]
+        assert reached == [], name
+    for path in (SRC / "train").glob("*.py"):
+        private = [m for m in _imports(path) if m.startswith("modernbert_pretrain.export.")
+                   and m.rsplit(".", 1)[-1].startswith("_")]
+        assert private == [], path.name
+    assert "modernbert_pretrain.checkpoints" in _imports(SRC / "train" / "builder.py")

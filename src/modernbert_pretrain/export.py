@@ -20,88 +20,25 @@ from typing import Any
 
 import torch
 
-from .model import ModernBertConfig, ModernBertForMaskedLM
-from .model.hf import load_into
+from .checkpoints import (
+    LATEST,
+    CheckpointError,
+    build_model,
+    describe,
+    list_checkpoints,
+    read_checkpoint,
+    resolve_checkpoint,
+    uncommitted,
+)
+from .model import ModernBertForMaskedLM
 
 METADATA_NAME = "training_metadata.json"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Weight dtypes of an exported safetensors file, by name."""
 
 
 class ExportError(ValueError):
     """Something about the input or output of an export is wrong; the message says what."""
-
-
-# --------------------------------------------------------------------------------- reading
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    from .train.checkpoint import CheckpointError, load_checkpoint
-
-    if path.is_dir() and (path / ".metadata").is_file():
-        return _read_sharded(path)
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as err:
-        raise ExportError(str(err)) from err
-
-
-def _read_sharded(folder: Path) -> dict[str, Any]:
-    """An FSDP sharded (torch.distributed.checkpoint) folder -> one in-memory state."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "full.pt"
-        dcp_to_torch_save(str(folder), str(target))
-        ckpt = torch.load(target, map_location="cpu", weights_only=False)
-    if "state" not in ckpt:
-        raise ExportError(f"{folder} is a sharded checkpoint without Composer state")
-    ckpt["_path"] = str(folder)
-    return ckpt
-
-
-def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Step, tokens, LR, phase and config of a loaded checkpoint, without keeping the optimizer."""
-    from .train.checkpoint import CheckpointError, run_info
-
-    state = ckpt["state"]
-    try:
-        info = run_info(ckpt)
-    except CheckpointError as err:
-        raise ExportError(str(err)) from err
-    stamp = state.get("timestamp", {}) or {}
-    stamp = stamp.get("Timestamp", stamp)
-    step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
-    lr = None
-    for optim in (state.get("optimizers") or {}).values():
-        groups = optim.get("param_groups") or []
-        if groups:
-            lr = float(groups[0].get("lr"))
-    return {"phase": info.get("phase"), "step": step, "tokens_seen": tokens, "lr": lr,
-            "model_config": info["model_config"], "tokenizer": info.get("tokenizer"),
-            "train_config": info.get("train_config"), "checkpoint": ckpt.get("_path")}
-
-
-def _time_value(value) -> int:
-    if value is None:
-        return 0
-    if hasattr(value, "value"):
-        return int(value.value)
-    if isinstance(value, dict) and "value" in value:
-        return int(value["value"])
-    return int(value)
-
-
-def build_model(ckpt: dict[str, Any], meta: dict[str, Any]) -> ModernBertForMaskedLM:
-    from .train.checkpoint import model_state
-
-    try:
-        config = ModernBertConfig.from_dict(dict(meta["model_config"]))
-    except (ValueError, TypeError) as err:
-        raise ExportError(f"{meta['checkpoint']}: its model config cannot be mapped to ModernBERT: {err}") from err
-    model = ModernBertForMaskedLM(config, init=False)
-    try:
-        load_into(model, model_state(ckpt))
-    except ValueError as err:
-        raise ExportError(f"{meta['checkpoint']}: {err}") from err
-    return model
 
 
 # --------------------------------------------------------------------------------- writing
@@ -155,17 +92,18 @@ def _save_tokenizer(name_or_path: str, out: Path) -> None:
 def export_checkpoint(path: str | Path, out_root: str | Path, *, dtype: str = "float32",
                       tokenizer: str | None = None) -> tuple[Path, bool]:
     """One checkpoint file -> one folder. The optimizer state is dropped right after reading."""
-    ckpt = _read_checkpoint(Path(path))
-    meta = describe(ckpt)
-    ckpt["state"].pop("optimizers", None)
-    model = build_model(ckpt, meta)
+    try:
+        ckpt = read_checkpoint(path)
+        meta = describe(ckpt)
+        ckpt["state"].pop("optimizers", None)
+        model = build_model(ckpt)
+    except CheckpointError as err:
+        raise ExportError(str(err)) from err
     del ckpt
-    return write_folder(model, meta, Path(out_root), dtype=_DTYPES[dtype], tokenizer=tokenizer)
+    return write_folder(model, meta, Path(out_root), dtype=DTYPES[dtype], tokenizer=tokenizer)
 
 
 def checkpoints_of(path: Path, everything: bool) -> list[Path]:
-    from .train.checkpoint import LATEST, CheckpointError, list_checkpoints, resolve_checkpoint, uncommitted
-
     if path.is_file() or (path.is_dir() and (path / ".metadata").is_file()):
         return [path]
     if not path.exists():
@@ -212,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="a checkpoint file, a sharded checkpoint folder, or a run's save folder")
     parser.add_argument("out", help="output folder; one subfolder per checkpoint")
     parser.add_argument("--all", action="store_true", help="export every checkpoint of a run (skips finished ones)")
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--tokenizer", default=None, help="tokenizer to bundle (default: the run's own)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
                         help="also upload each exported folder to this Hub repo, one branch per checkpoint")

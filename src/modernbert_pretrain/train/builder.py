@@ -10,12 +10,12 @@ from composer import Trainer
 from composer.core import DataSpec, Evaluator
 from composer.utils import dist, reproducibility
 
+from .. import checkpoints as ckpt_io
 from ..config import TrainConfig
 from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
-from . import checkpoint as ckpt_io
 from .callbacks import HFExport, MetricsFile, RngResume, RunInfo, TrainMetrics
 from .composer_model import ComposerMLM
 from .faults import NonFiniteGuard, Preemption

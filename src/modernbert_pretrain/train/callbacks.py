@@ -140,14 +140,14 @@ class HFExport(Callback):
             return
         from pathlib import Path
 
-        from ..export import _DTYPES, write_folder
+        from ..export import DTYPES, write_folder
 
         model = state.model.module.model if hasattr(state.model, "module") else state.model.model
         meta = {"phase": self.phase, "step": int(state.timestamp.batch.value),
                 "tokens_seen": int(state.timestamp.token.value),
                 "lr": float(state.optimizers[0].param_groups[0]["lr"]), "tokenizer": self.tokenizer,
                 "train_config": self.train_config, "checkpoint": None}
-        folder, _ = write_folder(model, meta, Path(self.folder), dtype=_DTYPES[self.dtype], tokenizer=self.tokenizer)
+        folder, _ = write_folder(model, meta, Path(self.folder), dtype=DTYPES[self.dtype], tokenizer=self.tokenizer)
         self.exported.append(str(folder))
 
 

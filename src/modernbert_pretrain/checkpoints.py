@@ -1,16 +1,23 @@
-"""Reading Composer checkpoints of ours: find them, extract weights, optimizer moments and run info."""
+"""The checkpoint files of a run, for training (load_from, init_from, autoresume) and export alike: find
+them, read them (one file or an FSDP-sharded folder), describe them (step, tokens, LR, run info), build the
+model they hold, and repair what a crash during a save left behind.
+
+A checkpoint is read as the plain dict Composer wrote; this module imports no Composer, and neither
+`train/` nor `export.py` reads checkpoint files any other way.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..model import ModernBertConfig, ModernBertForMaskedLM
-from ..model.hf import CONFIG_NAME, normalize_key
+from .model import ModernBertConfig, ModernBertForMaskedLM
+from .model.hf import CONFIG_NAME, load_into, normalize_key
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file, a run folder's latest checkpoint, or an FSDP sharded folder -> one in-memory state."""
+    p = Path(path)
+    if p.is_dir() and (p / ".metadata").is_file():
+        return _read_sharded(p)
+    return load_checkpoint(p)
+
+
+def _read_sharded(folder: Path) -> dict[str, Any]:
+    """An FSDP sharded (torch.distributed.checkpoint) folder -> one in-memory state."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "full.pt"
+        dcp_to_torch_save(str(folder), str(target))
+        ckpt = torch.load(target, map_location="cpu", weights_only=False)
+    if "state" not in ckpt:
+        raise CheckpointError(f"{folder} is a sharded checkpoint without Composer state")
+    ckpt["_path"] = str(folder)
+    return ckpt
+
+
 def run_info(ckpt: dict[str, Any]) -> dict[str, Any]:
     callbacks = ckpt["state"].get("callbacks", {}) or {}
     info = callbacks.get("RunInfo")
@@ -109,19 +138,55 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Step, tokens, LR, phase and configs of a loaded checkpoint."""
+    state = ckpt["state"]
+    info = run_info(ckpt)
+    stamp = state.get("timestamp", {}) or {}
+    stamp = stamp.get("Timestamp", stamp)
+    step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
+    lr = None
+    for optim in (state.get("optimizers") or {}).values():
+        groups = optim.get("param_groups") or []
+        if groups:
+            lr = float(groups[0].get("lr"))
+    return {"phase": info.get("phase"), "step": step, "tokens_seen": tokens, "lr": lr,
+            "model_config": info["model_config"], "tokenizer": info.get("tokenizer"),
+            "train_config": info.get("train_config"), "checkpoint": ckpt.get("_path")}
+
+
+def _time_value(value) -> int:
+    if value is None:
+        return 0
+    if hasattr(value, "value"):
+        return int(value.value)
+    if isinstance(value, dict) and "value" in value:
+        return int(value["value"])
+    return int(value)
+
+
+def build_model(ckpt: dict[str, Any], **config_overrides) -> ModernBertForMaskedLM:
+    """The model a loaded checkpoint holds: its run info's model config (plus overrides) and its weights."""
+    values = dict(run_info(ckpt)["model_config"])
+    values.update(config_overrides)
+    try:
+        config = ModernBertConfig.from_dict(values)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{ckpt.get('_path')}: its model config cannot be mapped to ModernBERT: {err}") from err
+    model = ModernBertForMaskedLM(config, init=False)
+    try:
+        load_into(model, model_state(ckpt))
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt.get('_path')}: {err}") from err
+    return model
+
+
 def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertForMaskedLM:
     """Our checkpoint file/run folder, or a Hugging Face folder -> the model it holds."""
     p = Path(path)
     if p.is_dir() and (p / CONFIG_NAME).is_file():
         return ModernBertForMaskedLM.from_pretrained(p, **config_overrides)
-    ckpt = load_checkpoint(p)
-    values = dict(run_info(ckpt)["model_config"])
-    values.update(config_overrides)
-    model = ModernBertForMaskedLM(ModernBertConfig.from_dict(values), init=False)
-    from ..model.hf import load_into
-
-    load_into(model, model_state(ckpt))
-    return model
+    return build_model(read_checkpoint(p), **config_overrides)
 
 
 def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
