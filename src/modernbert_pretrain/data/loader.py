@@ -10,7 +10,8 @@ evaluation loader makes one pass with a fixed batch size, the same batches every
 
 ``PackedLoader`` subclasses ``torch.utils.data.DataLoader`` only so that Composer's ``State``
 finds ``loader.dataset`` and saves/restores its ``state_dict`` in checkpoints; it never uses the
-DataLoader machinery itself.
+DataLoader machinery itself. That seam is described, and its upstream side tested, with the other
+Composer dependencies in ``train/compat.py`` (this package imports no Composer).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
 from ..model.hf import load_into
 from ..schema import ConfigError
-from .callbacks import HFExport, MetricsFile, RngResume, RunInfo, TrainMetrics
+from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
+from .compat import RngResume, check_composer_version, per_node_signal_files
 from .composer_model import ComposerMLM
 from .faults import NonFiniteGuard, Preemption
 from .loggers import wandb_logger
@@ -172,7 +173,8 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
         "phase": cfg.run_name,
     }
     # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
-    # DataLoader whose dataset exposes state_dict/load_state_dict, so resume never replays past batches.
+    # DataLoader whose dataset exposes state_dict/load_state_dict (the seam: train/compat.py), so resume never
+    # replays past batches.
     callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
                  NonFiniteGuard(cfg.nonfinite_loss)]
     if cfg.logging.metrics_file:
@@ -188,8 +190,7 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
 
 
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
-    from .compat import per_node_signal_files
-
+    check_composer_version()
     per_node_signal_files()
     on_gpu = torch.cuda.is_available()
     rank, world_size = dist.get_global_rank(), dist.get_world_size()

@@ -184,28 +184,3 @@ class MetricsFile(Callback):
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-
-class RngResume(Callback):
-    """Restores the RNG state (dropout masks) of a resumed run at its first batch.
-
-    Composer 0.32 only restores the RNG at an epoch boundary or while it replays the dataloader; a loader
-    that resumes itself mid-epoch (ours never replays) would continue with a fresh RNG, and a resumed run
-    would no longer match an uninterrupted one bit for bit."""
-
-    def __init__(self) -> None:
-        self._pending = None
-
-    def state_dict(self) -> dict[str, Any]:
-        from composer.utils import reproducibility
-
-        return {"rng": reproducibility.get_rng_state()}  # one entry per rank (a collective)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending = state.get("rng")
-
-    def batch_start(self, state: State, logger: Logger) -> None:
-        if self._pending is not None:
-            from composer.utils import reproducibility
-
-            reproducibility.load_rng_state(self._pending)
-            self._pending = None

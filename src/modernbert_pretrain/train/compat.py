@@ -1,14 +1,51 @@
-"""Workarounds for composer 0.32.1, in one place."""
+"""Every place the trainer relies on Composer internals or works around a Composer behaviour, in one module.
+
+Targets composer 0.32.1 (and wandb 0.31 for the W&B logger). Each workaround below names the upstream
+behaviour it depends on; tests/test_compat.py asserts that behaviour against the installed packages, so an
+upgrade that changes it fails there, in one place, instead of silently in a long run.
+
+The seam between the data package and Composer's checkpoints needs no code here, only this note:
+Composer's `State` saves and restores the training loader's position only through `State._dataset_of`,
+which returns `loader.dataset` when the loader is a `torch.utils.data.DataLoader` and None otherwise; it then
+calls `dataset.state_dict(num_samples, from_beginning)` on save and `dataset.load_state_dict(obj)` on load.
+That is the only reason `data.loader.PackedLoader` subclasses DataLoader (it never uses DataLoader's
+machinery) and exposes `LoaderStateView` as its `dataset`. The data package itself imports no Composer.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
 
+from composer.core import Callback, State
+from composer.loggers import Logger
+
+log = logging.getLogger(__name__)
+
+COMPOSER_VERSIONS = ("0.32.1",)
+"""Composer releases these workarounds were written and tested against."""
+WANDB_VERSIONS = ("0.31.0",)
+"""wandb releases the W&B patch was written and tested against."""
+
+
+def check_composer_version() -> None:
+    """Warn (once per process start) when another Composer than the targeted one is installed."""
+    import composer
+
+    if composer.__version__ not in COMPOSER_VERSIONS:
+        log.warning("composer %s is installed; train/compat.py targets %s (run tests/test_compat.py)",
+                    composer.__version__, ", ".join(COMPOSER_VERSIONS))
+
+
+# ------------------------------------------------------------------------------- autoresume on shared folders
 def per_node_signal_files() -> None:
     """Give each node its own signal file name.
 
-    Composer's autoresume makes local rank 0 of every node create and then remove a signal file in the save
-    folder, under a name broadcast from global rank 0: on a save folder that all nodes share (how clusters
-    keep checkpoints), two nodes remove the same file and one fails with FileNotFoundError at start-up.
+    Upstream: `dist.get_node_signal_file_name` builds a name on global rank 0 and broadcasts it
+    (`broadcast_object_list(..., src=0)`), and `Trainer._get_autoresume_checkpoint` makes local rank 0 of every
+    node create and then `os.remove` that file in the save folder. On a save folder that all nodes share (how
+    clusters keep checkpoints), two nodes remove the same file and one fails with FileNotFoundError at start-up.
     Appending the node rank keeps the name identical within a node and distinct across nodes."""
     from composer.utils import dist
 
@@ -20,4 +57,107 @@ def per_node_signal_files() -> None:
         return f"{shared(rng)}_n{dist.get_node_rank()}"
 
     per_node._per_node = True
+    per_node._upstream = shared
     dist.get_node_signal_file_name = per_node
+
+
+# --------------------------------------------------------------------------------------------- W&B logger
+def patch_wandb_run_url() -> None:
+    """Upstream: composer 0.32.1's `WandBLogger.init` calls `wandb.run.get_url()`; wandb 0.31 has no `Run.get_url`
+    any more (it became the `url` property). Restore the method as a thin alias of the property."""
+    import wandb
+
+    run_cls = wandb.sdk.wandb_run.Run
+    if hasattr(run_cls, "get_url"):
+        return
+
+    def get_url(self):
+        return self.url
+
+    get_url._compat = True
+    run_cls.get_url = get_url
+
+
+def local_checkpoints_wandb_logger(**kwargs):
+    """A `WandBLogger` that never serves checkpoints.
+
+    Upstream: with autoresume, `Trainer._try_checkpoint_download` asks every logger destination for the latest
+    checkpoint through `get_file(..., object_store=logger)` and skips a logger that raises FileNotFoundError or
+    NotImplementedError. `WandBLogger.download_file` would query the W&B API (a network and a key) even for an
+    offline run. Ours live in save.folder, so this logger says "not here" at once."""
+    from composer.loggers import WandBLogger
+
+    class LocalCheckpointsWandBLogger(WandBLogger):
+        def download_file(self, *args, **kwargs):
+            raise FileNotFoundError("checkpoints are not stored in W&B")
+
+    return LocalCheckpointsWandBLogger(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ checkpoint saver
+def checkpoint_saver(state: State):
+    """The trainer's CheckpointSaver callback, or None."""
+    from composer.callbacks import CheckpointSaver
+
+    return next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
+
+
+def save_also_when(state: State, condition: Callable[[], bool]) -> None:
+    """Make the checkpoint saver save at the next BATCH_CHECKPOINT when `condition()` holds, besides its interval.
+
+    Upstream: Composer has no call to request a save; `CheckpointSaver.batch_checkpoint` saves when its
+    `save_interval(state, event)` attribute (a callable after __init__) returns True. We wrap that attribute."""
+    saver = checkpoint_saver(state)
+    if saver is None:
+        return
+    due = saver.save_interval
+    saver.save_interval = lambda s, e: condition() or due(s, e)
+
+
+# -------------------------------------------------------------------------------------- optimizer step
+def wrap_optimizer_step(optimizer, allow: Callable[[], bool], on_refused: Callable[[], None]) -> None:
+    """Run `allow()` between the last backward of a step and the optimizer update; skip the update when False.
+
+    Upstream: `Trainer._train_batch` calls `optimizer.step(closure=...)` on each of `state.optimizers` (the
+    closure runs every microbatch's forward and backward), or runs the microbatches and then `optimizer.step()`;
+    no event fires between the last backward and the update, so a callback cannot veto a step. We replace the
+    optimizer's bound `step`."""
+    step = optimizer.step
+
+    def guarded_step(closure=None):
+        # Run the closure first (the microbatches), so that `allow` sees this step's gradients.
+        loss = closure() if closure is not None else None
+        if allow():
+            step()
+        else:
+            on_refused()
+        return loss
+
+    optimizer.step = guarded_step
+
+
+# --------------------------------------------------------------------------------------------- RNG on resume
+class RngResume(Callback):
+    """Restores the RNG state (dropout masks) of a resumed run at its first batch.
+
+    Upstream: `Trainer._train_loop` restores a checkpoint's RNG state only when `batch_in_epoch == 0` or while it
+    spins the dataloader forward; a loader that resumes itself mid-epoch (ours never replays) would continue
+    with a fresh RNG, and a resumed run would no longer match an uninterrupted one bit for bit."""
+
+    def __init__(self) -> None:
+        self._pending = None
+
+    def state_dict(self) -> dict[str, Any]:
+        from composer.utils import reproducibility
+
+        return {"rng": reproducibility.get_rng_state()}  # one entry per rank (a collective)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state.get("rng")
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        if self._pending is not None:
+            from composer.utils import reproducibility
+
+            reproducibility.load_rng_state(self._pending)
+            self._pending = None

@@ -11,6 +11,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from .compat import save_also_when, wrap_optimizer_step
+
 log = logging.getLogger(__name__)
 
 
@@ -20,12 +22,6 @@ class Preempted(RuntimeError):  # noqa: N818 - an outcome, not an error
 
 class NonFiniteLoss(RuntimeError):
     """The loss (and so the gradients) became NaN or Inf at a step; the last good checkpoint is kept."""
-
-
-def _checkpoint_saver(state: State):
-    from composer.callbacks import CheckpointSaver
-
-    return next((cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)), None)
 
 
 class Preemption(Callback):
@@ -44,10 +40,7 @@ class Preemption(Callback):
     def fit_start(self, state: State, logger: Logger) -> None:
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._on_signal)
-        saver = _checkpoint_saver(state)
-        if saver is not None:
-            due = saver.save_interval
-            saver.save_interval = lambda s, e: self.preempted or due(s, e)
+        save_also_when(state, lambda: self.preempted)
 
     def batch_end(self, state: State, logger: Logger) -> None:
         flag = torch.tensor([1 if self.requested else 0], dtype=torch.int32,
@@ -88,17 +81,11 @@ class NonFiniteGuard(Callback):
             self._wrap(optimizer, state, logger)
 
     def _wrap(self, optimizer, state: State, logger: Logger) -> None:
-        step = optimizer.step
-
-        def guarded_step(closure=None):
-            # Composer hands optimizers that accept one a closure that runs the microbatches: run it first,
-            # so that the check sees this step's gradients.
-            loss = closure() if closure is not None else None
+        def finite() -> bool:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
-            if finite:
-                step()
-                return loss
+            return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+        def refused() -> None:
             batch = int(state.timestamp.batch.value) + 1
             if self.policy == "stop":
                 raise NonFiniteLoss(f"non-finite loss/gradients at step {batch} (tokens seen "
@@ -109,6 +96,5 @@ class NonFiniteGuard(Callback):
             log.warning("non-finite loss at step %d: batch skipped (%d so far)", batch, self.skipped)
             optimizer.zero_grad(set_to_none=True)
             logger.log_metrics({"train/skipped_nonfinite_batches": self.skipped})
-            return loss
 
-        optimizer.step = guarded_step
+        wrap_optimizer_step(optimizer, finite, refused)
