@@ -27,7 +27,6 @@ def _source(obj) -> str:
 
 def test_the_installed_versions_are_the_targeted_ones():
     assert composer.__version__ in compat.COMPOSER_VERSIONS
-    assert wandb.__version__ in compat.WANDB_VERSIONS
 
 
 def test_signal_file_name_is_shared_by_all_nodes_upstream():

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from modernbert_pretrain.data.errors import ShardError
+from modernbert_pretrain.data.streaming_adapter import data_hash, shard_raw_files
 
 INDEX_NAME = "index.json"
 TOKEN_COLUMN = "input_ids"
@@ -28,15 +29,12 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def shard_file_path(shard: Any) -> str:
     """Path of a streaming shard reader's raw data file."""
-    raw_info = shard.file_pairs[0][0]
-    return os.path.join(shard.dirname, shard.split or "", raw_info.basename)
+    return shard_raw_files(shard)[0][0]
 
 
 def file_hash(algo: str, path: str) -> str:
-    from streaming.base.hashing import get_hash
-
     with open(path, "rb") as f:
-        return get_hash(algo, f.read())
+        return data_hash(algo, f.read())
 
 
 def _check_file(path: str, size: int, hashes: dict[str, str], algos: list[str]) -> list[str]:
@@ -57,10 +55,9 @@ def _check_file(path: str, size: int, hashes: dict[str, str], algos: list[str]) 
 
 def check_shard_file(shard: Any, validate_hash: str | None) -> None:
     """Raise ShardError naming the file when a prepared shard's size or hash is off."""
-    for raw_info, _ in shard.file_pairs:
-        path = os.path.join(shard.dirname, shard.split or "", raw_info.basename)
+    for path, size, hashes in shard_raw_files(shard):
         algos = [validate_hash] if validate_hash else []
-        problems = _check_file(path, raw_info.bytes, raw_info.hashes or {}, algos)
+        problems = _check_file(path, size, hashes, algos)
         if problems:
             raise ShardError(
                 f"shard {path}: {'; '.join(problems)}. Re-create it (data_prep/tokenize_to_mds.py) or "

@@ -29,6 +29,13 @@ from modernbert_pretrain.data.shards import (
     read_index,
     shard_file_path,
 )
+from modernbert_pretrain.data.streaming_adapter import (
+    check_version,
+    epoch_sample_ids,
+    locate,
+    partition,
+    shared_memory_of,
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,7 @@ class ShardSource:
     def _build_dataset(self):
         from streaming import StreamingDataset
 
+        check_version()
         cfg = self.cfg
         ncn = cfg.num_canonical_nodes
         if ncn is None:
@@ -144,25 +152,16 @@ class ShardSource:
             raise DataConfigError(f"data.streams {labels}: streaming rejected the sources: {err}") from err
 
     def _partition_world(self):
-        from streaming.base.world import World
-
         layout = self.layout
-        world = World(num_nodes=layout.num_nodes, ranks_per_node=layout.ranks_per_node, workers_per_rank=1,
-                      worker=layout.rank)
-        self.dataset._set_shuffle_block_size(world)
-        return world
+        return partition(self.dataset, num_nodes=layout.num_nodes, ranks_per_node=layout.ranks_per_node,
+                         rank=layout.rank)
 
     # ---- the order of an epoch ---------------------------------------------------------------
 
     def _epoch_ids(self, epoch: int) -> np.ndarray:
         """This rank's sample ids of ``epoch`` in streaming's order. Shape (n,)."""
-        from streaming.base.batching import generate_work
-
-        ds, world = self.dataset, self._world
-        # work: (nodes, ranks per node, workers per rank = 1, batches, batch size = 1)
-        work = generate_work(ds.batching_method, ds, world, epoch, 0)
-        ids = np.ascontiguousarray(work[world.node, world.rank_of_node].reshape(-1))
-        ids = ids[ids >= 0]  # -1 marks padding of the partition
+        ds = self.dataset
+        ids = epoch_sample_ids(ds, self._world, epoch)
         if ids.size == 0:
             raise DataConfigError(
                 f"rank {self.layout.rank} of {self.layout.world_size} gets no samples in epoch {epoch}: "
@@ -191,7 +190,7 @@ class ShardSource:
     def read(self, sample_id: int) -> np.ndarray:
         """Tokens of one sample. Shape (n,), unsigned ints."""
         ds = self.dataset
-        shard_id, index = ds.spanner[sample_id]
+        shard_id, index = locate(ds, sample_id)
         if shard_id not in self._verified:
             self._verify_shard(shard_id)
         shard = ds.shards[shard_id]
@@ -247,7 +246,7 @@ class ShardSource:
         if self._prefetch is None:
             self._prefetch = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-prefetch")
         end = min(self.cursor + ahead, self._ids.size)
-        shard_ids = {self.dataset.spanner[int(s)][0] for s in self._ids[self._prefetched_upto:end]}
+        shard_ids = {locate(self.dataset, int(s))[0] for s in self._ids[self._prefetched_upto:end]}
         for shard_id in sorted(shard_ids - self._verified - set(self._prefetch_futures)):
             self._prefetch_futures[shard_id] = self._prefetch.submit(self._download, shard_id)
         self._prefetched_upto = end
@@ -305,18 +304,6 @@ class ShardSource:
 
 
 def _release_shared_memory(dataset: Any) -> None:
-    """Clean up every streaming SharedMemory held (up to three attributes deep) by ``dataset``."""
-    from streaming.base.shared.memory import SharedMemory
-
-    found: dict[int, Any] = {}
-
-    def visit(obj: Any, depth: int) -> None:
-        if isinstance(obj, SharedMemory):
-            found[id(obj)] = obj
-        elif depth and hasattr(obj, "__dict__"):
-            for value in list(vars(obj).values()):
-                visit(value, depth - 1)
-
-    visit(dataset, 3)
-    for shm in found.values():
+    """Clean up every streaming SharedMemory held by ``dataset``."""
+    for shm in shared_memory_of(dataset):
         shm.cleanup()

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 COMPOSER_VERSIONS = ("0.32.1",)
 """Composer releases these workarounds were written and tested against."""
 WANDB_VERSIONS = ("0.31.0",)
-"""wandb releases the W&B patch was written and tested against."""
+"""wandb releases the W&B patch was tested against (it applies only to releases without `Run.get_url`)."""
 
 
 def check_composer_version() -> None:

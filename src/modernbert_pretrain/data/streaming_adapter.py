@@ -1,0 +1,101 @@
+"""Every use of mosaicml-streaming's private parts, in one module, behind a version guard.
+
+The source (``source.py``) walks this rank's share of an epoch with its own cursor instead of iterating
+the dataset, so it needs streaming's partition of an epoch without its iterator. Streaming 0.13.0 has no
+public API for that; what this module uses, and what tests/test_streaming_adapter.py pins:
+
+- ``streaming.base.world.World(num_nodes, ranks_per_node, workers_per_rank, worker)`` with its ``node`` and
+  ``rank_of_node``: where a rank sits, as streaming's partition sees it;
+- ``StreamingDataset._set_shuffle_block_size(world)``: fills in the default shuffle block size, which the
+  dataset otherwise sets only when its iterator starts;
+- ``streaming.base.batching.generate_work(batching_method, dataset, world, epoch, sample_in_epoch)``: the
+  sample ids of an epoch as an array (nodes, ranks per node, workers per rank, batches, batch size), -1 for
+  padding;
+- ``StreamingDataset.spanner[sample_id] -> (shard_id, index_in_shard)``;
+- a shard reader's ``dirname``, ``split`` and ``file_pairs`` (raw file info: ``basename``, ``bytes``,
+  ``hashes``), and ``streaming.base.hashing.get_hash``: to name a shard's file and check it;
+- ``streaming.base.shared.memory.SharedMemory`` objects held (up to three attributes deep) by a dataset,
+  found by walking its attributes, to release them in a process that exits without atexit handlers.
+
+An upgrade of streaming fails in ``check_version`` with one message, before any of these is touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+STREAMING_VERSIONS = ("0.13.0",)
+"""Streaming releases whose private parts above were checked."""
+
+
+class StreamingVersionError(RuntimeError):
+    """The installed streaming is not one whose private parts this adapter was written against."""
+
+
+def check_version() -> None:
+    import streaming
+
+    if streaming.__version__ not in STREAMING_VERSIONS:
+        raise StreamingVersionError(
+            f"mosaicml-streaming {streaming.__version__} is installed, but the data loader relies on private parts "
+            f"of streaming {', '.join(STREAMING_VERSIONS)} (see data/streaming_adapter.py); install "
+            f"mosaicml-streaming=={STREAMING_VERSIONS[-1]} or port the adapter and its tests")
+
+
+def partition(dataset: Any, *, num_nodes: int, ranks_per_node: int, rank: int) -> Any:
+    """Streaming's view of this rank (one worker per rank), with the dataset's shuffle block size set."""
+    from streaming.base.world import World
+
+    world = World(num_nodes=num_nodes, ranks_per_node=ranks_per_node, workers_per_rank=1, worker=rank)
+    dataset._set_shuffle_block_size(world)
+    return world
+
+
+def epoch_sample_ids(dataset: Any, world: Any, epoch: int) -> np.ndarray:
+    """This rank's sample ids of ``epoch`` in streaming's order, padding removed. Shape (n,)."""
+    from streaming.base.batching import generate_work
+
+    # work: (nodes, ranks per node, workers per rank = 1, batches, batch size = 1)
+    work = generate_work(dataset.batching_method, dataset, world, epoch, 0)
+    ids = np.ascontiguousarray(work[world.node, world.rank_of_node].reshape(-1))
+    return ids[ids >= 0]  # -1 marks padding of the partition
+
+
+def locate(dataset: Any, sample_id: int) -> tuple[int, int]:
+    """(shard id, index within the shard) of a global sample id."""
+    shard_id, index = dataset.spanner[sample_id]
+    return int(shard_id), int(index)
+
+
+def shared_memory_of(dataset: Any) -> list[Any]:
+    """Every streaming SharedMemory held (up to three attributes deep) by ``dataset``."""
+    from streaming.base.shared.memory import SharedMemory
+
+    found: dict[int, Any] = {}
+
+    def visit(obj: Any, depth: int) -> None:
+        if isinstance(obj, SharedMemory):
+            found[id(obj)] = obj
+        elif depth and hasattr(obj, "__dict__"):
+            for value in list(vars(obj).values()):
+                visit(value, depth - 1)
+
+    visit(dataset, 3)
+    return list(found.values())
+
+
+def shard_raw_files(shard: Any) -> list[tuple[str, int, dict[str, str]]]:
+    """(path, size in bytes, recorded hashes) of each raw data file of a streaming shard reader."""
+    import os
+
+    return [(os.path.join(shard.dirname, shard.split or "", raw.basename), int(raw.bytes), dict(raw.hashes or {}))
+            for raw, _ in shard.file_pairs]
+
+
+def data_hash(algo: str, data: bytes) -> str:
+    """Streaming's digest of ``data`` with ``algo`` (the form index.json records)."""
+    from streaming.base.hashing import get_hash
+
+    return get_hash(algo, data)

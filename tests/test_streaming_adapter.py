@@ -1,0 +1,97 @@
+"""The private parts of streaming that data/streaming_adapter.py relies on still behave as it assumes."""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import numpy as np
+import pytest
+import streaming
+from streaming import StreamingDataset
+from streaming.base.batching import generate_work
+from streaming.base.world import World
+
+from modernbert_pretrain.data import ShardError, build_train_loader
+from modernbert_pretrain.data import streaming_adapter as adapter
+from modernbert_pretrain.data.shards import SHARD_HASHES, file_hash
+from tests.data_fixtures import make_cfg, small_data
+
+
+@pytest.fixture()
+def dataset():
+    ds = StreamingDataset(local=small_data().mds, shuffle=False, batch_size=1, num_canonical_nodes=1)
+    yield ds
+    for shm in adapter.shared_memory_of(ds):  # the blocks this test's dataset created, no others
+        shm.cleanup()
+
+
+def test_the_installed_streaming_is_a_targeted_one():
+    assert streaming.__version__ in adapter.STREAMING_VERSIONS
+    adapter.check_version()
+
+
+def test_another_streaming_fails_in_one_place_with_one_message(monkeypatch):
+    monkeypatch.setattr(streaming, "__version__", "0.99.0")
+    with pytest.raises(adapter.StreamingVersionError, match=r"mosaicml-streaming 0.99.0 is installed.*0\.13\.0"):
+        build_train_loader(make_cfg(), rank=0, world_size=1)
+
+
+def test_private_signatures():
+    assert list(inspect.signature(generate_work).parameters) == [
+        "batching_method", "dataset", "world", "epoch", "sample_in_epoch"]
+    assert list(inspect.signature(World.__init__).parameters)[1:] == [
+        "num_nodes", "ranks_per_node", "workers_per_rank", "worker"]
+    assert list(inspect.signature(StreamingDataset._set_shuffle_block_size).parameters) == ["self", "world"]
+
+
+def test_one_rank_walks_every_sample_once_in_order(dataset):
+    world = adapter.partition(dataset, num_nodes=1, ranks_per_node=1, rank=0)
+    assert (world.node, world.rank_of_node) == (0, 0)
+    assert dataset.shuffle_block_size is not None  # set by partition, not by an iterator
+    ids = adapter.epoch_sample_ids(dataset, world, 0)
+    assert ids.tolist() == list(range(dataset.num_samples))
+
+
+def test_ranks_split_an_epoch_without_overlap(dataset):
+    parts = [adapter.epoch_sample_ids(dataset, adapter.partition(dataset, num_nodes=1, ranks_per_node=2, rank=r), 0)
+             for r in (0, 1)]
+    assert not set(parts[0].tolist()) & set(parts[1].tolist())
+    assert sorted(parts[0].tolist() + parts[1].tolist()) == list(range(dataset.num_samples))
+
+
+def test_locate_and_shard_files_agree_with_the_index(dataset):
+    sizes = [shard.samples for shard in dataset.shards]
+    assert len(sizes) > 1
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for sample_id in (0, sizes[0] - 1, sizes[0], dataset.num_samples - 1):
+        shard_id, index = adapter.locate(dataset, sample_id)
+        assert starts[shard_id] + index == sample_id and 0 <= index < sizes[shard_id]
+    path, size, hashes = adapter.shard_raw_files(dataset.shards[0])[0]
+    assert os.path.getsize(path) == size
+    for algo in SHARD_HASHES:
+        assert file_hash(algo, path) == hashes[algo]
+
+
+def test_the_attribute_walk_finds_the_datasets_shared_memory(dataset):
+    from streaming.base.shared.memory import SharedMemory
+
+    found = adapter.shared_memory_of(dataset)
+    assert found and all(isinstance(shm, SharedMemory) for shm in found)
+
+
+def test_a_corrupt_shard_is_still_named(tmp_path):
+    import shutil
+
+    copy = tmp_path / "mds"
+    shutil.copytree(small_data().mds, copy)
+    first = sorted(p for p in os.listdir(copy) if p.endswith(".mds"))[0]
+    with open(copy / first, "r+b") as f:
+        f.truncate(100)
+    loader = build_train_loader(make_cfg(str(copy)), rank=0, world_size=1)
+    try:
+        with pytest.raises(ShardError, match=rf"{first}: .*bytes, but index.json records"):
+            for _ in loader:
+                pass
+    finally:
+        loader.close()
