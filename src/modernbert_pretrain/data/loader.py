@@ -16,7 +16,6 @@ Composer dependencies in ``train/compat.py`` (this package imports no Composer).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -257,5 +256,7 @@ def build_eval_loader(cfg: DataConfig, *, rank: int, world_size: int,
 
 
 def config_dir_of(path: str) -> str:
-    """Directory of a config file: what relative data paths in it are relative to."""
-    return os.path.dirname(os.path.abspath(path))
+    """Directory of a config file: what relative data paths in it are relative to (as train.py sees it)."""
+    from modernbert_pretrain.configfile import config_dir
+
+    return str(config_dir(path))
