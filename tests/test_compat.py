@@ -77,6 +77,26 @@ def test_checkpoint_saver_asks_its_save_interval_attribute():
     assert saver.save_interval(None, Event.BATCH_CHECKPOINT) is True
 
 
+def test_checkpoint_saver_saves_through_its_private_method():
+    for hook in (CheckpointSaver.batch_checkpoint, CheckpointSaver.epoch_checkpoint):
+        assert "self._save_checkpoint(" in _source(hook)
+    saver = CheckpointSaver(folder="unused", save_interval="1000ba")
+
+    class FakeState:
+        callbacks = [saver]
+
+    def failing(state, logger):
+        raise OSError(28, "No space left on device")
+
+    saver._save_checkpoint = failing
+    seen = []
+    compat.wrap_checkpoint_save(FakeState(), lambda state, err: seen.append(err.errno))
+    compat.wrap_checkpoint_save(FakeState(), lambda state, err: seen.append("twice"))  # wrapped once only
+    with pytest.raises(OSError):
+        saver._save_checkpoint(None, None)
+    assert seen == [28]
+
+
 def test_trainer_steps_each_optimizer_with_a_closure_and_no_event_before_the_update():
     batch = _source(Trainer._train_batch)
     assert "for optimizer in self.state.optimizers" in batch

@@ -114,6 +114,28 @@ def save_also_when(state: State, condition: Callable[[], bool]) -> None:
     saver.save_interval = lambda s, e: condition() or due(s, e)
 
 
+def wrap_checkpoint_save(state: State, on_error: Callable[[State, BaseException], None]) -> None:
+    """Call `on_error(state, err)` when the checkpoint saver's save raises (it may raise a clearer error itself).
+
+    Upstream: `CheckpointSaver.batch_checkpoint` and `epoch_checkpoint` write through the private method
+    `self._save_checkpoint(state, logger)`, and Composer offers no hook around a failed save. We wrap that
+    method once per saver."""
+    saver = checkpoint_saver(state)
+    if saver is None or getattr(saver, "_save_wrapped", False):
+        return
+    save = saver._save_checkpoint
+
+    def guarded(state: State, logger: Logger):
+        try:
+            return save(state, logger)
+        except Exception as err:
+            on_error(state, err)
+            raise
+
+    saver._save_checkpoint = guarded
+    saver._save_wrapped = True
+
+
 # -------------------------------------------------------------------------------------- optimizer step
 def wrap_optimizer_step(optimizer, allow: Callable[[], bool], on_refused: Callable[[], None]) -> None:
     """Run `allow()` between the last backward of a step and the optimizer update; skip the update when False.
