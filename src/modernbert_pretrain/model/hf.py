@@ -15,15 +15,18 @@ from .config import ModernBertConfig
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _TIED = "decoder.weight"
+_EMBEDDING = "model.embeddings.tok_embeddings.weight"
 _STRIP_PREFIXES = ("_orig_mod.", "module.")
 
 
 def to_hf_state_dict(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Our module names are transformers' names, so this is an identity map minus the tied decoder."""
+    """Our module names are transformers' names, so this is an identity map minus a tied decoder (transformers
+    re-ties it on load); an untied decoder is written under its own name."""
+    tied = model.config.tie_word_embeddings
     out = {}
     for key, value in model.state_dict().items():
         key = normalize_key(key)
-        if key == _TIED:
+        if key == _TIED and tied:
             continue
         value = value.detach()
         if dtype is not None and value.is_floating_point():
@@ -98,8 +101,7 @@ def load_hf_state_dict(path) -> dict[str, torch.Tensor]:
 def load_into(model, state: dict[str, torch.Tensor]) -> None:
     """Load a transformers-named state dict; missing or unexpected keys are an error naming them."""
     state = {normalize_key(k): v for k, v in state.items()}
-    if _TIED not in state:
-        state[_TIED] = state["model.embeddings.tok_embeddings.weight"]
+    _check_decoder(model.config.tie_word_embeddings, state)
     expected = set(model.state_dict())
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
@@ -110,6 +112,23 @@ def load_into(model, state: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"{key}: checkpoint shape {tuple(state[key].shape)} != model shape {tuple(param.shape)}")
     model.load_state_dict(state, strict=True)
     model.tie_weights()
+
+
+def _check_decoder(tied: bool, state: dict[str, torch.Tensor]) -> None:
+    """A tied model takes its decoder from the embedding; a distinct `decoder.weight` then means the weights
+    come from an untied model, and loading them would overwrite the embedding with the decoder."""
+    decoder, embedding = state.get(_TIED), state.get(_EMBEDDING)
+    if embedding is None:
+        return  # reported as a missing key
+    if not tied:
+        if decoder is None:
+            raise ValueError(f"the config has an untied decoder (tie_word_embeddings: false) but the weights have no "
+                             f"{_TIED}; they come from a tied model: set tie_word_embeddings: true")
+        return
+    if decoder is not None and not (decoder.shape == embedding.shape and torch.equal(decoder, embedding)):
+        raise ValueError(f"the weights hold a {_TIED} that differs from {_EMBEDDING} (an untied decoder) but the "
+                         "config ties them (tie_word_embeddings: true); set tie_word_embeddings: false")
+    state[_TIED] = embedding
 
 
 def from_pretrained(cls, path, **config_overrides):
