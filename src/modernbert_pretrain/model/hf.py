@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -65,7 +66,22 @@ def save_pretrained(model, out_dir, *, dtype: torch.dtype | None = None, extra_c
         hf_config.update(extra_config)
     (out / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    # safetensors creates the file 0600 whatever the umask; give it the mode every other file gets.
+    os.chmod(out / WEIGHTS_NAME, 0o666 & ~current_umask())
     return out
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only set it, which races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_hf_config(path) -> ModernBertConfig:
