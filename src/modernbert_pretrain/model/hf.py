@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +19,9 @@ WEIGHTS_NAME = "model.safetensors"
 _TIED = "decoder.weight"
 _EMBEDDING = "model.embeddings.tok_embeddings.weight"
 _STRIP_PREFIXES = ("_orig_mod.", "module.")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What a model folder needs; a Hub repo may also hold ONNX exports, other frameworks' weights and so on.
+_HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "model.safetensors.index.json", "model-*.safetensors"]
 
 
 def to_hf_state_dict(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
@@ -100,18 +104,25 @@ def load_hf_state_dict(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     single = path / WEIGHTS_NAME
     if single.is_file():
-        return load_file(str(single))
+        return _load_safetensors(single)
     index = path / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
         for name in files:
-            state.update(load_file(str(path / name)))
+            state.update(_load_safetensors(path / name))
         return state
     legacy = path / "pytorch_model.bin"
     if legacy.is_file():
         return torch.load(legacy, map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"no model.safetensors (or pytorch_model.bin) in {path}")
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error type, and OSError
+        raise ValueError(f"{file} is not a readable safetensors file ({err}); download or export it again") from err
 
 
 def load_into(model, state: dict[str, torch.Tensor]) -> None:
@@ -156,3 +167,25 @@ def from_pretrained(cls, path, **config_overrides):
     model = cls(config, init=False)
     load_into(model, load_hf_state_dict(path))
     return model
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name`, the shape of a Hugging Face Hub model id (e.g. answerdotai/ModernBERT-base)."""
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+class HubError(ValueError):
+    """A Hub model id could not be resolved to a local folder."""
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local folder of a Hub model: downloaded, or found in the Hugging Face cache when offline."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except Exception as err:  # noqa: BLE001 - network, auth, cache and id errors all mean "not available"
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise HubError(f"{repo_id!r} is not a local path and could not be fetched from the Hugging Face Hub "
+                       f"({type(err).__name__}: {first}); check the network, or download it where there is one "
+                       f"(`huggingface-cli download {repo_id}`) and give its folder") from err
