@@ -120,3 +120,33 @@ def test_hub_id_offline_and_not_cached_is_one_line(smoke_workdir, tmp_path):
         "config error: load_from.path: 'acme/not-downloaded' is not a local path and could not be fetched")
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").glob("*.pt"))
 
+
+
+def test_train_from_untied_released_weights_and_export(smoke_workdir, tmp_path):
+    """The whole path: transformers' untied folder -> two training steps -> checkpoint -> export -> transformers."""
+    from modernbert_pretrain.export import export_checkpoint
+    from modernbert_pretrain.train.checkpoint import list_checkpoints, model_from_checkpoint
+
+    from .model_helpers import ragged_batch
+    from .train_helpers import run_train
+
+    released = _transformers_folder(tmp_path / "released", tie_word_embeddings=False)
+    work = tmp_path / "w"
+    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
+    out = run_train("smoke/phase1.yaml", work, f"load_from.path={tmp_path / 'released'}",
+                    "model.tie_word_embeddings=false", "max_tokens=8192", "data.batch_size_warmup_start=null",
+                    "eval=null", "scheduler.warmup_tokens=0", "save.interval=2ba")
+    assert "optimizer moments start fresh" in out.stderr
+    ckpt = list_checkpoints(work / "checkpoints/smoke-phase1")[-1]
+    ours = model_from_checkpoint(ckpt, attn_backend="sdpa").eval()
+    assert not ours.config.tie_word_embeddings
+    assert not torch.equal(ours.decoder.weight, released["decoder.weight"])  # it trained ...
+    assert not torch.equal(ours.decoder.weight, ours.model.embeddings.tok_embeddings.weight)  # ... apart
+    folder, _ = export_checkpoint(ckpt, tmp_path / "hf")
+    theirs = transformers.AutoModelForMaskedLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    assert not theirs.config.tie_word_embeddings
+    ids, mask = ragged_batch([100, 40], ours.config.vocab_size, seed=6)
+    with torch.no_grad():
+        a = ours(ids, attention_mask=mask).logits[mask.bool()]
+        b = theirs(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)

@@ -206,3 +206,16 @@ def test_tied_config_over_untied_weights_is_refused(tmp_path):
     perturbed_model().save_pretrained(tmp_path / "tied")
     with pytest.raises(ValueError, match="no decoder.weight"):
         ModernBertForMaskedLM.from_pretrained(tmp_path / "tied", tie_word_embeddings=False)
+
+
+def test_saved_weights_follow_the_umask(tmp_path):
+    """safetensors creates its file 0600; a saved model is as readable as any other file the umask allows."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        perturbed_model().save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"config.json": 0o644,
+                                                                            "model.safetensors": 0o644}
