@@ -244,3 +244,16 @@ def test_export_all_skips_a_checkpoint_deleted_mid_pass(run_dir, tmp_path, monke
     assert f"skipped: {ckpts[1]} was deleted during the export" in captured.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["step2-tok8192", "step6-tok24576"]
     assert captured.out.strip() == str(tmp_path / "out" / "step6-tok24576")
+
+
+def test_export_folder_that_is_a_file_is_refused_before_training(smoke_workdir, tmp_path):
+    from modernbert_pretrain.config import load
+    from modernbert_pretrain.schema import ConfigError
+    from modernbert_pretrain.train.preflight import check_paths
+
+    target = tmp_path / "hf.txt"
+    target.write_text("notes")
+    _, cfg = load(ROOT / "yamls/smoke/phase1.yaml", [f"workdir={smoke_workdir}", f"export.folder={target}",
+                                                       "export.interval=checkpoint"])
+    with pytest.raises(ConfigError, match=f"export.folder: {target} is a file"):
+        check_paths(cfg, strict=True)

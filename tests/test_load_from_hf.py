@@ -150,3 +150,4 @@ def test_train_from_untied_released_weights_and_export(smoke_workdir, tmp_path):
         a = ours(ids, attention_mask=mask).logits[mask.bool()]
         b = theirs(input_ids=ids, attention_mask=mask).logits[mask.bool()]
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+

@@ -25,6 +25,8 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
         problems.append(f"load_from.path: checkpoint {cfg.load_from.path} does not exist (run the earlier phase)")
     if cfg.init_from is not None and not _local_or_hub(cfg.init_from.path):
         problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
+    if cfg.export is not None and Path(cfg.export.folder).exists() and not Path(cfg.export.folder).is_dir():
+        problems.append(f"export.folder: {cfg.export.folder} is a file, not a folder; give a folder path")
     if strict and problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
     return problems
