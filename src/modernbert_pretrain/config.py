@@ -125,7 +125,8 @@ class LoadFromConfig:
     """Start a later phase from an earlier phase's checkpoint."""
 
     path: str
-    """A Composer checkpoint file (.pt) or a run folder (its latest checkpoint is used)."""
+    """A Composer checkpoint file (.pt) or a run folder (its latest checkpoint is used), or released weights: a
+    Hugging Face model folder or Hub id such as answerdotai/ModernBERT-base (weights only; fresh optimizer moments)."""
     weights_only: bool = False
     """Load only the weights, not the optimizer moments."""
 
@@ -135,7 +136,7 @@ class InitFromConfig:
     """Initialize a larger model from a smaller one."""
 
     path: str
-    """A checkpoint of ours, a run folder, or a Hugging Face model folder."""
+    """A checkpoint of ours, a run folder, or a Hugging Face model folder or Hub id."""
     mode: Literal["tile"] = "tile"
     """Centre tiling (the ModernBERT large recipe)."""
 
@@ -283,10 +284,18 @@ class TrainConfig:
 _CLI_PATH_KEYS = ("workdir", "path", "folder", "local", "tokenizer")
 
 
+# Keys that may also name a Hugging Face Hub repo (`owner/name`): kept as is when no such local path exists.
+_HUB_KEYS = ("load_from.path", "init_from.path", "data.tokenizer")
+
+
 def _absolutize_cli_value(key: str, value: Any) -> Any:
+    from .model.hf import is_hub_id
+
     leaf = key.rsplit(".", 1)[-1]
     if isinstance(value, str) and leaf in _CLI_PATH_KEYS and value and "://" not in value \
             and not os.path.isabs(value) and not value.startswith("${"):
+        if key in _HUB_KEYS and is_hub_id(value) and not os.path.exists(value):
+            return value
         return os.path.abspath(value)
     return value
 
@@ -334,11 +343,19 @@ _PATH_FIELDS = {("load_from", "path"), ("init_from", "path"), ("save", "folder")
                 ("logging", "metrics_file")}
 
 
+_HUB_FIELDS = {("load_from", "path"), ("init_from", "path")}
+
+
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:
+    from .model.hf import is_hub_id
+
     for section, key in _PATH_FIELDS:
         value = raw[section].get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and value and "://" not in value and not os.path.isabs(value):
-            raw[section][key] = str((base_dir / value).resolve())
+            local = (base_dir / value).resolve()
+            if (section, key) in _HUB_FIELDS and is_hub_id(value) and not local.exists():
+                continue
+            raw[section][key] = str(local)
     return raw
 
 

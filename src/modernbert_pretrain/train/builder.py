@@ -69,6 +69,10 @@ def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
                               f"{err}") from err
         return model, None
     if cfg.load_from is not None:
+        folder = ckpt_io.hf_folder(cfg.load_from.path, "load_from.path")
+        if folder is not None:  # released weights: no optimizer moments
+            ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
+            return model, None
         ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
         load_into(model, ckpt_io.model_state(ckpt))
         optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)

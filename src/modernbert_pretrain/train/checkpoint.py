@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from ..model import ModernBertConfig, ModernBertForMaskedLM
-from ..model.hf import CONFIG_NAME, normalize_key
+from ..model.hf import CONFIG_NAME, HubError, hub_snapshot, is_hub_id, load_into, normalize_key
+from ..schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +111,62 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertForMaskedLM:
-    """Our checkpoint file/run folder, or a Hugging Face folder -> the model it holds."""
-    p = Path(path)
-    if p.is_dir() and (p / CONFIG_NAME).is_file():
-        return ModernBertForMaskedLM.from_pretrained(p, **config_overrides)
-    ckpt = load_checkpoint(p)
+    """Our checkpoint file/run folder, or a Hugging Face folder or Hub id -> the model it holds."""
+    folder = hf_folder(path, "init_from.path")
+    if folder is not None:
+        return ModernBertForMaskedLM.from_pretrained(folder, **config_overrides)
+    ckpt = load_checkpoint(path)
     values = dict(run_info(ckpt)["model_config"])
     values.update(config_overrides)
     model = ModernBertForMaskedLM(ModernBertConfig.from_dict(values), init=False)
-    from ..model.hf import load_into
-
     load_into(model, model_state(ckpt))
     return model
+
+
+def hf_folder(path: str | Path, field: str) -> Path | None:
+    """The Hugging Face model folder `path` names: a local folder with config.json, or a Hub id such as
+    answerdotai/ModernBERT-base (downloaded, or taken from the Hugging Face cache offline). None for anything
+    else (a checkpoint of ours or a run folder). Only a string that is not a local path is looked up on the Hub."""
+    p = Path(path)
+    if p.is_dir() and (p / CONFIG_NAME).is_file():
+        return p
+    if p.is_absolute() or p.exists() or not is_hub_id(str(path)):
+        return None
+    try:
+        return hub_snapshot(str(path))
+    except HubError as err:
+        raise ConfigError(f"{field}: {err}") from err
+
+
+# Fields that change what the weights compute without changing their shapes.
+_BEHAVIOUR_FIELDS = ("global_rope_theta", "local_rope_theta", "local_attention", "global_attn_every_n_layers",
+                     "hidden_activation", "norm_eps", "max_position_embeddings")
+
+
+def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: str, weights_only: bool) -> None:
+    """load_from with a Hugging Face folder: its weights go into this run's model (the YAML's config stays in
+    charge); the optimizer starts fresh, as such a folder holds no moments."""
+    try:
+        pretrained = ModernBertForMaskedLM.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"load_from.path: cannot read the Hugging Face model {source}: {err}") from err
+    theirs, ours = pretrained.config, model.config
+    if theirs.tie_word_embeddings != ours.tie_word_embeddings:
+        raise ConfigError(f"load_from.path: {source} has tie_word_embeddings={theirs.tie_word_embeddings} but this run "
+                          f"has {ours.tie_word_embeddings}; set model.tie_word_embeddings: "
+                          f"{str(theirs.tie_word_embeddings).lower()}")
+    try:
+        load_into(model, pretrained.state_dict())
+    except ValueError as err:
+        raise ConfigError(f"load_from.path: {source} does not fit this run's model (model.preset="
+                          f"{ours.preset!r}): {err}") from err
+    differ = [f"{name}={getattr(theirs, name)!r} there, {getattr(ours, name)!r} here" for name in _BEHAVIOUR_FIELDS
+              if getattr(theirs, name) != getattr(ours, name)]
+    if differ:
+        log.warning("load_from: this run's model config differs from %s's and is used: %s", source, "; ".join(differ))
+    note = "" if weights_only else " (load_from.weights_only: false, but there are no moments to load)"
+    log.warning("load_from: loaded the weights of the Hugging Face model %s (%s); optimizer moments start fresh, "
+                "as a Hugging Face folder holds none%s", source, folder, note)
 
 
 def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
