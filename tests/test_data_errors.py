@@ -16,13 +16,13 @@ from modernbert_pretrain.data import (
     TokenizerLoadError,
     build_train_loader,
 )
-from tests.data_fixtures import clean_shm, fresh_dir, make_cfg, small_data, take, write_mds
+from tests.data_fixtures import fresh_dir, make_cfg, own_shm, small_data, take, write_mds
 
 
 @pytest.fixture(autouse=True)
 def _shm():
-    clean_shm()
-    yield
+    with own_shm():
+        yield
 
 
 def copy_of_small_mds() -> str:

@@ -16,13 +16,13 @@ from modernbert_pretrain.data import (
     build_train_loader,
     tokenizer_info,
 )
-from tests.data_fixtures import assert_same_batches, clean_shm, make_cfg, small_data, synthetic_mds, take
+from tests.data_fixtures import assert_same_batches, make_cfg, own_shm, small_data, synthetic_mds, take
 
 
 @pytest.fixture(autouse=True)
 def _shm():
-    clean_shm()
-    yield
+    with own_shm():
+        yield
 
 
 def test_batch_form():

@@ -22,6 +22,8 @@ import numpy as np
 from modernbert_pretrain.data.config import DataConfig, StreamConfig
 from modernbert_pretrain.data.errors import DataConfigError, ResumeStateError, ShardError
 from modernbert_pretrain.data.shards import INDEX_NAME, TOKEN_COLUMN, check_shard_file, shard_file_path
+from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
+from modernbert_pretrain.data.shm import track
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class ShardSource:
             ncn = self.layout.num_nodes * (64 if cfg.shuffle_algo in ("py1s", "py2s") else 1)
         self.num_canonical_nodes = ncn
         try:
-            return StreamingDataset(
+            dataset = StreamingDataset(
                 streams=[_make_stream(s, cfg) for s in self.streams], epoch_size=cfg.epoch_size,
                 predownload=cfg.predownload or 8 * cfg.device_microbatch_size, cache_limit=cfg.cache_limit,
                 shuffle=cfg.shuffle, shuffle_algo=cfg.shuffle_algo, shuffle_seed=cfg.seed,
@@ -138,6 +140,9 @@ class ShardSource:
         except (ValueError, TypeError) as err:
             labels = [s.label for s in self.streams]
             raise DataConfigError(f"data.streams {labels}: streaming rejected the sources: {err}") from err
+        self.shm_prefix = track(dataset)
+        """Streaming's shared-memory prefix of this dataset (``/dev/shm/<prefix:06>_*``)."""
+        return dataset
 
     def _partition_world(self):
         from streaming.base.world import World
@@ -297,22 +302,4 @@ class ShardSource:
             self._prefetch.shutdown(wait=True, cancel_futures=True)
             self._prefetch = None
         if release_shared_memory:
-            _release_shared_memory(self.dataset)
-
-
-def _release_shared_memory(dataset: Any) -> None:
-    """Clean up every streaming SharedMemory held (up to three attributes deep) by ``dataset``."""
-    from streaming.base.shared.memory import SharedMemory
-
-    found: dict[int, Any] = {}
-
-    def visit(obj: Any, depth: int) -> None:
-        if isinstance(obj, SharedMemory):
-            found[id(obj)] = obj
-        elif depth and hasattr(obj, "__dict__"):
-            for value in list(vars(obj).values()):
-                visit(value, depth - 1)
-
-    visit(dataset, 3)
-    for shm in found.values():
-        shm.cleanup()
+            release_blocks(self.dataset)
