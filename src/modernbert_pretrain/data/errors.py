@@ -18,8 +18,12 @@ class InputDataError(ValueError):
     """An input file for data preparation is missing, unreadable, empty or malformed."""
 
 
-class TokenizerLoadError(ValueError):
+class TokenizerLoadError(ConfigError):
     """A tokenizer could not be loaded or lacks a token the pipeline needs."""
+
+
+class TokenizerMismatchError(DataConfigError):
+    """Shards were tokenized with another tokenizer than ``data.tokenizer``."""
 
 
 class OutputExistsError(FileExistsError):

@@ -21,7 +21,13 @@ import numpy as np
 
 from modernbert_pretrain.data.config import DataConfig, StreamConfig
 from modernbert_pretrain.data.errors import DataConfigError, ResumeStateError, ShardError
-from modernbert_pretrain.data.shards import INDEX_NAME, TOKEN_COLUMN, check_shard_file, shard_file_path
+from modernbert_pretrain.data.shards import (
+    INDEX_NAME,
+    TOKEN_COLUMN,
+    check_shard_file,
+    shard_file_path,
+    token_column_problem,
+)
 from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
 from modernbert_pretrain.data.shm import track
 
@@ -81,11 +87,11 @@ def _check_local_index(stream: StreamConfig, split: str | None) -> str:
     except (OSError, ValueError) as err:
         raise ShardError(f"stream {stream.label}: cannot read MDS index {path}: {err}") from err
     for info in index.get("shards", []):
-        if TOKEN_COLUMN not in info.get("column_names", []):
+        problem = token_column_problem(info)
+        if problem is not None:
             raise ShardError(
-                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} has "
-                f"columns {info.get('column_names')}, expected '{TOKEN_COLUMN}' (write shards with "
-                f"data_prep/tokenize_to_mds.py)"
+                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} {problem}; "
+                f"write shards with data_prep/tokenize_to_mds.py"
             )
     return path
 
@@ -205,15 +211,28 @@ class ShardSource:
                 f"data_prep/validate_dataset.py"
             ) from err
         self.reads += 1
-        if tokens.ndim != 1:
-            raise ShardError(f"shard {shard_file_path(shard)}: sample {index} has shape {tokens.shape}, expected 1-D")
-        if tokens.size and int(tokens.max()) >= self.vocab_size:
-            raise ShardError(
-                f"shard {shard_file_path(shard)}: sample {index} has token id {int(tokens.max())} >= "
-                f"vocabulary size {self.vocab_size}; the shards were made with another tokenizer than "
-                f"data.tokenizer"
-            )
+        self._check_tokens(tokens, shard, index)
         return tokens
+
+    def _check_tokens(self, tokens: Any, shard: Any, index: int) -> None:
+        where = f"shard {shard_file_path(shard)}: sample {index}"
+        if not isinstance(tokens, np.ndarray) or not np.issubdtype(tokens.dtype, np.integer):
+            kind = tokens.dtype if isinstance(tokens, np.ndarray) else type(tokens).__name__
+            raise ShardError(f"{where} stores column '{TOKEN_COLUMN}' as {kind}, expected token ids as an integer "
+                             f"ndarray; write shards with data_prep/tokenize_to_mds.py")
+        if tokens.ndim != 1:
+            raise ShardError(f"{where} has shape {tokens.shape}, expected 1-D")
+        if not tokens.size:
+            return
+        bad = int(tokens.max())
+        if bad < self.vocab_size and np.issubdtype(tokens.dtype, np.signedinteger):
+            bad = int(tokens.min())
+        if not 0 <= bad < self.vocab_size:
+            raise ShardError(
+                f"{where} has token id {bad} outside the vocabulary [0, {self.vocab_size}) of data.tokenizer; "
+                f"the shards were made with another tokenizer: set data.tokenizer to theirs or re-tokenize with "
+                f"data_prep/tokenize_to_mds.py"
+            )
 
     def next_doc(self) -> tuple[int, np.ndarray] | None:
         """The next non-empty document of this rank, or None at the end of a finite source."""

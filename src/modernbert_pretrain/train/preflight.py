@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
+from ..data.fingerprint import preflight_tokenizer_check
 from ..schema import ConfigError
 
 
@@ -27,7 +28,7 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
         problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
     if strict and problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
-    return problems
+    return problems + ([] if strict else preflight_tokenizer_check(cfg.data))
 
 
 def check_save_folder(folder: str, needed_bytes: int) -> None:

@@ -5,7 +5,8 @@ tokens is split into consecutive pieces of at most that many content tokens, eac
 [CLS] ... [SEP]: every token is kept, in order, in consecutive samples. Empty documents (only
 whitespace) are skipped and counted. The ``input_ids`` column uses the smallest unsigned dtype that
 holds the vocabulary (``uint16`` below 65,536 tokens). Each shard records sha1 and xxh64 hashes so
-``validate_hash`` and ``data_prep/validate_dataset.py`` can check it.
+``validate_hash`` and ``data_prep/validate_dataset.py`` can check it; ``tokenizer_fingerprint.json``
+beside ``index.json`` records the tokenizer, which the loader compares with ``data.tokenizer``.
 
 Reading and writing happen in this process in input order; tokenization runs in ``workers``
 processes with a bounded number of batches in flight, so the output does not depend on the
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
+from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
 from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
 
-_SHARD_GLOBS = (INDEX_NAME, "shard.*.mds", "shard.*.mds.*")
+_SHARD_GLOBS = (INDEX_NAME, FINGERPRINT_NAME, "shard.*.mds", "shard.*.mds.*")
 _worker_tokenizer = None
 
 
@@ -201,11 +203,13 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
                 f"{'only empty documents' if counts['empty'] else 'no documents'} ({', '.join(files[:3])})"
             )
         writer.finish()
+        name = os.path.abspath(tokenizer) if os.path.isdir(tokenizer) else tokenizer
+        write_fingerprint(output_dir, fingerprint_of(tok, name))
     except BaseException:
         writer.cancel_future_jobs()
         _remove_partial(output_dir)
         raise
-    shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p) != INDEX_NAME])
+    shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p).startswith("shard.")])
     return MdsSummary(output=output_dir, files=len(files), documents=counts["docs"], empty_documents=counts["empty"],
                       split_documents=counts["split"], samples=counts["samples"], tokens=counts["tokens"],
                       content_tokens=counts["content"], seconds=time.perf_counter() - started, shards=shards,
