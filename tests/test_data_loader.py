@@ -155,6 +155,26 @@ def test_resume_refuses_other_ranks_or_data():
         build_train_loader(cfg, rank=1, world_size=2).load_state_dict({"ranks": [state]})
 
 
+def test_resume_names_a_changed_seq_len_or_data_mix_and_the_fix():
+    from modernbert_pretrain.data import StreamConfig
+    from modernbert_pretrain.schema import ConfigError
+
+    cfg = make_cfg()
+    loader = build_train_loader(cfg, rank=0, world_size=1)
+    take(loader, 2)
+    state = loader.dataset.state_dict()
+    with pytest.raises(ResumeStateError, match="data.seq_len is 128, the checkpoint was saved with 256; .*load_from"):
+        build_train_loader(cfg.with_overrides(seq_len=128), rank=0, world_size=1).dataset.load_state_dict(state)
+    local, _ = synthetic_mds()
+    mixed = make_cfg(local=None, streams=[StreamConfig(local=small_data().mds), StreamConfig(local=local)])
+    with pytest.raises(ResumeStateError, match="data mix changed: the checkpoint read 1 stream.*has 2.*load_from"):
+        build_train_loader(mixed, rank=0, world_size=1).dataset.load_state_dict(state)
+    halved = make_cfg(local=None, streams=[StreamConfig(local=small_data().mds, proportion=0.5)])
+    with pytest.raises(ResumeStateError, match="data mix changed: stream proportion/repeat/choose") as err:
+        build_train_loader(halved, rank=0, world_size=1).dataset.load_state_dict(state)
+    assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)  # train.py: one line, exit 2
+
+
 def test_eval_loader_is_one_identical_pass_over_everything():
     local, tokens = synthetic_mds(300, 256, seed=5)
     cfg = make_cfg(local, global_batch_size=8, batch_size_warmup_start=4, batch_size_warmup_tokens=1000,

@@ -34,5 +34,5 @@ class ShardError(RuntimeError):
     """A shard is missing, truncated, corrupt, or does not match the tokenizer."""
 
 
-class ResumeStateError(ValueError):
+class ResumeStateError(ConfigError):
     """A loader state cannot be restored into this loader (other data, rank or world size)."""

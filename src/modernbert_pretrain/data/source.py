@@ -31,6 +31,9 @@ from modernbert_pretrain.data.shards import (
 from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
 from modernbert_pretrain.data.shm import track
 
+RESUME_FIX = ("set it back to resume this run, or start a new phase from this checkpoint: a new save.folder "
+              "with load_from.path set to it (the weights carry over, the data order starts afresh)")
+
 
 @dataclass(frozen=True)
 class RankLayout:
@@ -300,9 +303,15 @@ class ShardSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine, theirs = self.fingerprint(), state["fingerprint"]
+        if len(mine["indexes"]) != len(theirs["indexes"]):
+            raise ResumeStateError(
+                f"cannot resume the data loader: the data mix changed: the checkpoint read "
+                f"{len(theirs['indexes'])} stream(s), data.streams now has {len(mine['indexes'])} "
+                f"({[s.label for s in self.streams]}); {RESUME_FIX}"
+            )
         reasons = {
-            "indexes": "the shards (index.json) changed",
-            "weights": "the stream proportions/repeat/choose changed",
+            "indexes": "the shards (index.json) of the streams changed",
+            "weights": "the data mix changed: stream proportion/repeat/choose",
             "order": "seed, shuffle, num_canonical_nodes, epoch_size or split changed",
             "layout": "rank or world size changed (exact resume needs the same ranks)",
         }
@@ -310,7 +319,7 @@ class ShardSource:
             if json.dumps(mine[key]) != json.dumps(theirs[key]):
                 raise ResumeStateError(
                     f"cannot resume the data loader: {reason} since the checkpoint "
-                    f"(saved {theirs[key]}, now {mine[key]})"
+                    f"(saved {theirs[key]}, now {mine[key]}); {RESUME_FIX}"
                 )
         self.epoch, self.cursor, self._ids = int(state["epoch"]), int(state["cursor"]), None
 
