@@ -163,3 +163,12 @@ def test_float_samples_in_an_untyped_ndarray_column_are_refused_when_read():
     loader = build_train_loader(make_cfg(folder), rank=0, world_size=1)
     with pytest.raises(ShardError, match="stores column 'input_ids' as float32, expected token ids"):
         take(loader, 1)
+
+
+def test_a_remote_stream_fingerprint_is_fetched_and_compared():
+    from modernbert_pretrain.data import StreamConfig
+
+    cache = fresh_dir("cache")
+    cfg = make_cfg(local=None, streams=[StreamConfig(local=cache, remote=small_data().mds)], tokenizer=other_tokenizer())
+    with pytest.raises(TokenizerMismatchError, match=f"the shards in {cache}"):
+        build_train_loader(cfg, rank=0, world_size=1)
