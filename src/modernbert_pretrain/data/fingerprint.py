@@ -88,21 +88,22 @@ def _fetch_remote(stream: StreamConfig, folder: str, split: str | None, timeout:
             os.remove(tmp)
 
 
-def check_stream_tokenizers(cfg: DataConfig, *, log_warnings: bool = True) -> list[str]:
+def check_stream_tokenizers(cfg: DataConfig, *, log_warnings: bool = True, fetch: bool = True) -> list[str]:
     """Compare every stream's recorded tokenizer with ``cfg.tokenizer`` (paths already resolved).
 
     Raises TokenizerMismatchError at the first stream written with another tokenizer. Returns (and
     logs) one warning per stream that has shards but no fingerprint. Streams with no local index
-    yet (remote, not downloaded) are compared when their fingerprint can be fetched.
+    yet (remote, not downloaded) are compared when their fingerprint can be fetched (``fetch``).
     """
     warnings = []
     for stream in cfg.stream_list():
         split = stream.split or cfg.split
         folder = os.path.join(stream.local, split or "")
-        _fetch_remote(stream, folder, split, cfg.download_timeout)
+        if fetch:
+            _fetch_remote(stream, folder, split, cfg.download_timeout)
         recorded = read_fingerprint(folder)
         if recorded is None:
-            if os.path.isfile(os.path.join(folder, "index.json")) or stream.remote is not None:
+            if os.path.isfile(os.path.join(folder, "index.json")) or (stream.remote is not None and fetch):
                 warnings.append(f"stream {stream.label}: shards in {folder} record no tokenizer (written by another "
                                 f"tool?); they cannot be checked against data.tokenizer {cfg.tokenizer}, only each "
                                 f"token id against its vocabulary as it is read")
@@ -122,7 +123,8 @@ def check_stream_tokenizers(cfg: DataConfig, *, log_warnings: bool = True) -> li
 
 def preflight_tokenizer_check(cfg: DataConfig) -> list[str]:
     """``check_stream_tokenizers`` for a dry run, whose missing inputs are warnings: skipped when the
-    tokenizer folder does not exist yet; returns the warnings instead of logging them."""
+    tokenizer folder does not exist yet; downloads nothing (remote streams are compared from their
+    local cache, if any); returns the warnings instead of logging them."""
     if os.path.isabs(cfg.tokenizer) and not os.path.exists(cfg.tokenizer):
         return []
-    return check_stream_tokenizers(cfg, log_warnings=False)
+    return check_stream_tokenizers(cfg, log_warnings=False, fetch=False)
