@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import DataConfigError, ResumeStateError
+from modernbert_pretrain.data.fingerprint import check_stream_tokenizers
 from modernbert_pretrain.data.pipeline import BatchPipeline
 from modernbert_pretrain.data.source import RankLayout, _check_local_index
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo, resolve_config, tokenizer_info
@@ -243,6 +244,7 @@ def _spec(cfg: DataConfig, rank: int, world_size: int, config_dir: str | None, *
     schedule = batch_size_schedule(resolved, world_size)
     for stream in resolved.stream_list():
         _check_local_index(stream, stream.split or resolved.split)
+    check_stream_tokenizers(resolved)
     return PipelineSpec(resolved, tokenizer_info(resolved.tokenizer), layout, schedule, finite, kind)
 
 

@@ -26,6 +26,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
+def token_column_problem(info: dict) -> str | None:
+    """What is wrong with the ``input_ids`` column of one shard's index record (None when fine)."""
+    names = info.get("column_names") or []
+    if TOKEN_COLUMN not in names:
+        return f"has columns {names}, expected '{TOKEN_COLUMN}'"
+    encodings = info.get("column_encodings") or []
+    encoding = encodings[names.index(TOKEN_COLUMN)] if len(encodings) == len(names) else None
+    if encoding is None:
+        return None
+    kind, _, dtype = str(encoding).partition(":")
+    if kind == "ndarray" and (not dtype or np.issubdtype(np.dtype(dtype), np.integer)):
+        return None  # a bare "ndarray" records its dtype per sample: checked as samples are read
+    return (f"stores column '{TOKEN_COLUMN}' as '{encoding}', expected token ids as an integer ndarray "
+            f"(e.g. 'ndarray:uint16' or 'ndarray:int32')")
+
+
 def shard_file_path(shard: Any) -> str:
     """Path of a streaming shard reader's raw data file."""
     raw_info = shard.file_pairs[0][0]
@@ -137,8 +153,9 @@ def _validate_shard(dirname: str, info: dict, algos: list[str] | None) -> list[S
     path = os.path.join(dirname, raw.get("basename", "?"))
     if info.get("format") != "mds":
         return [ShardProblem(path, f"format {info.get('format')!r}, expected 'mds'")]
-    if TOKEN_COLUMN not in info.get("column_names", []):
-        return [ShardProblem(path, f"columns {info.get('column_names')} lack '{TOKEN_COLUMN}'")]
+    column = token_column_problem(info)
+    if column is not None:
+        return [ShardProblem(path, column)]
     zip_info = info.get("zip_data")
     if not os.path.isfile(path) and zip_info:
         zpath = os.path.join(dirname, zip_info["basename"])

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
+from ..data.fingerprint import preflight_tokenizer_check
 from ..schema import ConfigError
 
 
@@ -29,7 +30,7 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
         problems.append(f"export.folder: {cfg.export.folder} is a file, not a folder; give a folder path")
     if strict and problems:
         raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
-    return problems
+    return problems + ([] if strict else preflight_tokenizer_check(cfg.data))
 
 
 def _local_or_hub(path: str) -> bool:
