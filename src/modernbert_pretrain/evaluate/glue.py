@@ -251,7 +251,7 @@ def score(task: str, labels: np.ndarray, outputs: np.ndarray) -> dict[str, float
     return {"accuracy": metrics.accuracy(labels, preds)}
 
 
-def _use_bf16(precision: str, device: str) -> bool:
+def use_bf16(precision: str, device: str) -> bool:
     import torch
 
     if precision == "fp32" or device == "cpu":
@@ -297,7 +297,7 @@ def finetune(task: str, base: GlueSettings, args: RunArgs) -> dict[str, float]:
         num_train_epochs=settings.epochs, warmup_ratio=settings.warmup_ratio, weight_decay=settings.weight_decay,
         lr_scheduler_type="linear", optim="adamw_torch", save_strategy="no", eval_strategy="no",
         logging_strategy="no", report_to=[], disable_tqdm=True, use_cpu=args.device == "cpu",
-        bf16=_use_bf16(settings.precision, args.device), dataloader_num_workers=0)
+        bf16=use_bf16(settings.precision, args.device), dataloader_num_workers=0)
     trainer = Trainer(model=model, args=targs, train_dataset=train, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
     trainer.train()
