@@ -286,7 +286,7 @@ def _load(args: RunArgs, task: str, settings: GlueSettings):
 
 def finetune(task: str, base: GlueSettings, args: RunArgs) -> dict[str, float]:
     """One fine-tune + validation scoring. Seeds python, numpy and torch (head init, data order, dropout)."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     settings, lr = with_hparams(base, args.hparams, f"glue/{task}")
     set_seed(args.seed)
@@ -300,6 +300,7 @@ def finetune(task: str, base: GlueSettings, args: RunArgs) -> dict[str, float]:
         bf16=use_bf16(settings.precision, args.device), dataloader_num_workers=0)
     trainer = Trainer(model=model, args=targs, train_dataset=train, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.remove_callback(PrinterCallback)  # it prints the final train metrics to stdout, the runner's channel
     trainer.train()
     result: dict[str, float] = {"train_examples": float(len(train))}
     for i, (split, ds) in enumerate(evals.items()):

@@ -262,7 +262,7 @@ def finetune_encoder(args: RunArgs, settings: RetrievalSettings, lr: float):
         SentenceTransformerTrainingArguments,
     )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     set_seed(args.seed)
     model = build_encoder(args.model_dir, settings.max_seq_length, args.device)
@@ -279,6 +279,7 @@ def finetune_encoder(args: RunArgs, settings: RetrievalSettings, lr: float):
         use_cpu=args.device == "cpu", bf16=use_bf16(settings.precision, args.device), dataloader_num_workers=0)
     trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=pairs,
                                          loss=MultipleNegativesRankingLoss(model))
+    trainer.remove_callback(PrinterCallback)  # it prints the final train metrics to stdout, the runner's channel
     trainer.train()
     return model.eval()
 
