@@ -190,3 +190,11 @@ def test_bad_settings_and_hparams_are_one_line_errors(model_dir, data_dir, tmp_p
 def test_not_a_model_folder(data_dir, tmp_path, settings):
     with pytest.raises(TaskError, match="is not a model folder transformers loads"):
         _run(_spec("glue/rte", settings), tmp_path, data_dir, tmp_path)
+
+
+def test_relative_settings_path_is_taken_from_the_repo_not_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yamls" / "eval").mkdir(parents=True)
+    (tmp_path / "yamls" / "eval" / "glue.yaml").write_text("tasks: {rte: {lrs: [0.5]}}\n")  # must be ignored
+    rte = _spec("glue/rte", "yamls/eval/glue.yaml")
+    assert rte.grid == _spec("glue/rte").grid and {"lr": 0.5} not in rte.grid
