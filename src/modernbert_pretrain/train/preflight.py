@@ -26,7 +26,7 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
     if cfg.init_from is not None and not Path(cfg.init_from.path).exists():
         problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
     if strict and problems:
-        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+        raise ConfigError("cannot start: " + "; ".join(problems))
     return problems
 
 
