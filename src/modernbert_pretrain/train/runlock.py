@@ -23,6 +23,8 @@ import socket
 import time
 from pathlib import Path
 
+from ..schema import ConfigError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
@@ -81,8 +83,11 @@ class RunLock:
         self._exclusive_file = False
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ConfigError(f"save.folder: cannot write to {self.path.parent}: {err}") from err
         try:
             import fcntl
 
