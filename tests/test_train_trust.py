@@ -194,6 +194,16 @@ def test_rerunning_a_finished_run_says_so_and_exits_0(saved_run, tmp_path, capsy
     assert _tree(work / FOLDER) == before
 
 
+def test_a_finished_run_with_a_raised_max_tokens_continues(saved_run, tmp_path, capsys):
+    import json
+
+    work = _copy_run(saved_run, tmp_path)
+    rc, err = _main(capsys, work, "max_tokens=20480", *SHORT, "save.interval=2ba")
+    assert rc == 0, err[-3000:]
+    assert (work / FOLDER / ckpt_io.LATEST).resolve().name == "ba5-tok20480-rank0.pt"
+    assert json.loads((work / FOLDER / "training_complete.json").read_text())["tokens"] == 20480
+
+
 def test_latest_pointing_at_a_corrupt_file_falls_back_to_the_newest_loadable(saved_run, tmp_path, capsys, caplog):
     work = _copy_run(saved_run, tmp_path)
     folder = work / FOLDER

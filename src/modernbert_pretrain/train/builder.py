@@ -192,13 +192,13 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     """Global rank 0 locks the save folder before it repairs or writes anything there; the lock is released
     when the trainer closes (or the process exits)."""
-    from .runlock import RunLock, hold_for_trainer
+    from .runlock import ReleaseRunLock, RunLock
 
     cfg.check_world_size(dist.get_world_size())
     check_paths(cfg, strict=True)
     lock = RunLock(cfg.save.folder).acquire() if dist.get_global_rank() == 0 else None
     try:
-        trainer = _build_trainer(cfg, raw_config, [hold_for_trainer(lock)] if lock else [])
+        trainer = _build_trainer(cfg, raw_config, [ReleaseRunLock(lock)] if lock else [])
     except BaseException:
         if lock is not None:
             lock.release()

@@ -70,6 +70,8 @@ def run(args) -> int:
     from .faults import NonFiniteLoss, Preempted
 
     trainer = build_trainer(cfg, raw_config=raw)
+    if dist.get_global_rank() == 0:
+        (Path(cfg.save.folder) / COMPLETE_NAME).unlink(missing_ok=True)  # an extended run; under the lock
     try:
         trainer.fit()
         if dist.get_global_rank() == 0:
@@ -92,8 +94,8 @@ COMPLETE_NAME = "training_complete.json"
 def completed(cfg) -> str | None:
     """The line to print when this exact run already finished (same max_tokens); None when there is work left.
 
-    A finished run whose max_tokens was raised since continues from its last checkpoint: its marker is removed,
-    so that a crash during the extension does not leave the phase looking finished."""
+    A finished run whose max_tokens was raised since continues from its last checkpoint; `run` then removes its
+    marker, so that a crash during the extension does not leave the phase looking finished."""
     marker = Path(cfg.save.folder) / COMPLETE_NAME
     if not cfg.autoresume or not marker.is_file():
         return None
@@ -102,12 +104,8 @@ def completed(cfg) -> str | None:
     except (OSError, ValueError):
         record = {}
     if int(record.get("tokens", 0)) < cfg.max_tokens:
-        from composer.utils import dist
-
-        if dist.get_global_rank() == 0:
-            log.warning("%s: the run finished at %s tokens; max_tokens is now %d: continuing it", marker,
-                        record.get("tokens", "?"), cfg.max_tokens)
-            marker.unlink(missing_ok=True)
+        log.warning("%s: the run finished at %s tokens; max_tokens is now %d: continuing it", marker,
+                    record.get("tokens", "?"), cfg.max_tokens)
         return None
     return (f"run {cfg.run_name!r} is already complete: step {record.get('step')}, {record.get('tokens')} tokens "
             f"({marker}); nothing to do. To train further raise max_tokens, or choose a new save.folder")

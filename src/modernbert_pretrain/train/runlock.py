@@ -23,6 +23,8 @@ import socket
 import time
 from pathlib import Path
 
+from composer.core import Callback
+
 from ..schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -152,12 +154,12 @@ class RunLock:
         return self._fd is not None or self._exclusive_file
 
 
-def hold_for_trainer(lock: RunLock):
-    """A Composer callback that releases `lock` when the trainer closes."""
-    from composer.core import Callback
 
-    class ReleaseRunLock(Callback):
-        def close(self, state, logger) -> None:
-            lock.release()
+class ReleaseRunLock(Callback):
+    """Releases the run's lock when the trainer closes."""
 
-    return ReleaseRunLock()
+    def __init__(self, lock: RunLock) -> None:
+        self.lock = lock
+
+    def close(self, state, logger) -> None:
+        self.lock.release()
