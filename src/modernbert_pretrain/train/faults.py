@@ -121,21 +121,23 @@ class NonFiniteGuard(Callback):
         optimizer.step = guarded_step
 
 
-def _out_of_space(err: BaseException) -> bool:
-    """ENOSPC anywhere in the exception chain. torch.save reports it as a RuntimeError from its zip writer
-    ("[enforce fail at inline_container.cc] ... file write failed"), without the errno."""
+def _out_of_space(err: BaseException) -> str | None:
+    """'errno' for ENOSPC/EDQUOT anywhere in the exception chain; 'writer' for a failed write of torch's zip
+    writer, which reports a full disk as a RuntimeError ("[enforce fail at inline_container.cc] ... file write
+    failed") without the errno; None otherwise."""
     seen = set()
+    found = None
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
         text = str(err)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "errno"
         if "No space left on device" in text or "Disk quota exceeded" in text:
-            return True
+            return "errno"
         if isinstance(err, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text):
-            return True
+            found = "writer"
         err = err.__cause__ or err.__context__
-    return False
+    return found
 
 
 class SaveSpaceGuard(Callback):
@@ -156,12 +158,20 @@ class SaveSpaceGuard(Callback):
             try:
                 return save(state, logger)
             except Exception as err:
-                if not _out_of_space(err):
+                kind = _out_of_space(err)
+                if kind is None or kind == "writer" and not self._short_of_space():
                     raise
                 raise NoSpaceLeft(self.message(int(state.timestamp.batch.value))) from err
 
         saver._save_checkpoint = guarded
         saver._space_guarded = True
+
+    def _short_of_space(self) -> bool:
+        """A writer failure is a full disk only when the folder has less room than one checkpoint."""
+        try:
+            return shutil.disk_usage(self.folder).free < self.needed_bytes()
+        except OSError:
+            return False
 
     def needed_bytes(self) -> int:
         from .checkpoint import LATEST
