@@ -78,12 +78,13 @@ def discard_uncommitted(folder: str | Path) -> list[Path]:
     return removed
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     file = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        ckpt = torch.load(file, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{file} is not a readable checkpoint: {err}") from err
+        raise CheckpointError(f"{file} is not a readable checkpoint (truncated or corrupt): {err}; point at "
+                              "another checkpoint file or run folder") from err
     if not isinstance(ckpt, dict) or "state" not in ckpt or "model" not in ckpt["state"]:
         raise CheckpointError(f"{file} is not a Composer checkpoint (no state/model)")
     ckpt["_path"] = str(file)
@@ -114,7 +115,13 @@ def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertFor
     """Our checkpoint file/run folder, or a Hugging Face folder or Hub id -> the model it holds."""
     folder = hf_folder(path, "init_from.path")
     if folder is not None:
-        return ModernBertForMaskedLM.from_pretrained(folder, **config_overrides)
+        try:
+            return ModernBertForMaskedLM.from_pretrained(folder, **config_overrides)
+        except (CheckpointError, ConfigError):
+            raise
+        except Exception as err:  # noqa: BLE001 - safetensors/json/torch raise many types for a bad file
+            raise CheckpointError(f"{_hf_file(folder, err)} cannot be loaded: {err}; re-export or re-download "
+                                  "that folder") from err
     ckpt = load_checkpoint(path)
     values = dict(run_info(ckpt)["model_config"])
     values.update(config_overrides)
@@ -169,6 +176,14 @@ def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: 
                 "as a Hugging Face folder holds none%s", source, folder, note)
 
 
+def _hf_file(folder: Path, err: BaseException) -> Path:
+    """The file of a Hugging Face folder that the error is about (safetensors errors do not name it)."""
+    if CONFIG_NAME in str(err):
+        return folder / CONFIG_NAME
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return weights[0] if len(weights) == 1 else folder
+
+
 def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     optims = ckpt["state"].get("optimizers") or {}
     if not optims:
@@ -198,8 +213,14 @@ def repair_latest(folder: str | Path) -> Path | None:
         return None
     latest = p / LATEST
     if latest.is_symlink() and latest.exists():
-        discard_uncommitted(p)
-        return latest.resolve()
+        target = latest.resolve()
+        if _loads(target):
+            discard_uncommitted(p)
+            return target
+        aside = target.with_name(target.name + ".corrupt")
+        target.replace(aside)  # kept for inspection; no longer a *.pt, so never chosen again
+        log.warning("`latest` points at %s, which does not load (a corrupt file); moved it to %s and falling "
+                    "back to the newest checkpoint that loads", target, aside.name)
     chosen = None
     for file in reversed(list_checkpoints(p)):
         if _loads(file):
@@ -216,5 +237,23 @@ def repair_latest(folder: str | Path) -> Path | None:
         tmp.unlink()
     tmp.symlink_to(chosen.name)
     tmp.replace(latest)
-    log.warning("`latest` was missing or dangling; it now points at %s", chosen.name)
+    log.warning("`latest` was missing, dangling or corrupt; it now points at %s: resuming from there", chosen.name)
     return chosen
+
+
+# Config fields that decide the shape of the weights: a resume with any of them changed cannot load.
+SHAPE_KEYS = ("preset", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "hidden_activation", "global_attn_every_n_layers", "norm_bias",
+              "attention_bias", "mlp_bias", "decoder_bias")
+
+
+def check_same_model(folder: str | Path, model_config: dict[str, Any]) -> None:
+    """Refuse to resume the run in `folder` with a model of another shape (e.g. a changed model.preset)."""
+    ckpt = load_checkpoint(Path(folder) / LATEST, mmap=True)  # only the run info is read
+    saved = run_info(ckpt).get("model_config", {})
+    changed = [k for k in SHAPE_KEYS if k in saved and saved.get(k) != model_config.get(k)]
+    if changed:
+        what = ", ".join(f"{k}: {saved.get(k)!r} -> {model_config.get(k)!r}" for k in changed)
+        raise CheckpointError(f"model: the run in {folder} was saved with another model ({what}); resume it with "
+                              f"model.preset={saved.get('preset')!r} (and its overrides), or choose a new save.folder "
+                              "(load_from/init_from start a new run from it)")

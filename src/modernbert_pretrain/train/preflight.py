@@ -29,7 +29,7 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
     if cfg.export is not None and Path(cfg.export.folder).exists() and not Path(cfg.export.folder).is_dir():
         problems.append(f"export.folder: {cfg.export.folder} is a file, not a folder; give a folder path")
     if strict and problems:
-        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
+        raise ConfigError("cannot start: " + "; ".join(problems))
     return problems + ([] if strict else preflight_tokenizer_check(cfg.data))
 
 
