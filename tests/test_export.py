@@ -174,7 +174,7 @@ def test_export_target_that_is_a_file_is_one_line_and_exit_2(run_dir, tmp_path):
     assert out.stderr.strip().splitlines() == [f"export error: output folder {target} is a file, not a folder; "
                                                "give a folder path (it is created if missing)"]
     assert target.read_text() == "not a folder"
-    debug = _cli(_ckpts(run_dir)[-1], target, extra_env={"MBP_DEBUG": "1"})
+    debug = _cli(_ckpts(run_dir)[-1], target, extra_env={"MODERNBERT_DEBUG": "1"})
     assert debug.returncode == 2 and "Traceback" in debug.stderr
     assert "Traceback" in _cli(_ckpts(run_dir)[-1], target, "--debug").stderr
 

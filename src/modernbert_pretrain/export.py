@@ -7,7 +7,7 @@ tokenizer files and training_metadata.json (phase, step, tokens seen, LR, traini
 written under a temporary name and renamed when complete, so a partial export never looks complete;
 the temporary folder of an export that was killed is removed by the next export into the same folder.
 Files get the permissions the umask gives. The last line printed is the path of the (last) exported folder.
-Errors are one line and exit code 2 (`--debug` or MBP_DEBUG=1 also prints the traceback).
+Errors are one line and exit code 2 (`--debug` or MODERNBERT_DEBUG=1 also prints the traceback).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 
 from .model import ModernBertConfig, ModernBertForMaskedLM
 from .model.hf import current_umask, load_into
+from .schema import debug_requested
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hub-dry-run", action="store_true",
                         help="print what would be uploaded (JSON) instead of uploading")
     parser.add_argument("--debug", action="store_true",
-                        help="print the traceback of an error (also: environment variable MBP_DEBUG=1)")
+                        help="print the traceback of an error (also: environment variable MODERNBERT_DEBUG=1)")
     return parser.parse_args(argv)
 
 
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         last = _export_all(args)
     except (ExportError, CheckpointError, OSError) as err:
-        if args.debug or os.environ.get("MBP_DEBUG", "") not in ("", "0"):
+        if debug_requested(args.debug):
             traceback.print_exc()
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"export error: {message}", file=sys.stderr)

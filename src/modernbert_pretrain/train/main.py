@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 from ..config import load
-from ..schema import ConfigError
+from ..schema import DEBUG_ENV, ConfigError, debug_requested
 
 log = logging.getLogger("modernbert_pretrain")
-
-DEBUG_ENV = "MODERNBERT_DEBUG"
 
 
 def git_sha() -> str:
@@ -126,7 +124,7 @@ def mark_complete(cfg, trainer) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    debug = debug_requested(args.debug)
     try:
         return dry_run(args) if args.dry_run else run(args)
     except refusals() as err:
