@@ -119,6 +119,7 @@ def bench_shards(shards: str, tokenizer: str, seq_len: int, rows_per_mb: int, ta
         tokens += ids.size
         docs += 1
     seconds = time.perf_counter() - started
+    source.close(release_shared_memory=True)
     print(f"  {'raw read (source stage)':32s} {tokens / seconds / 1e6:7.2f}M tokens/s   {docs / seconds:,.0f} docs/s")
     loader = build_train_loader(cfg, rank=0, world_size=1)
     real = slots = 0
@@ -152,9 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.shards:
         if not args.tokenizer:
             parser.error("--shards needs --tokenizer")
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
         print(f"shards {args.shards}:")
         bench_shards(args.shards, args.tokenizer, args.seq_len, args.rows, target, args.buffer_docs)
     return 0

@@ -11,6 +11,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -30,18 +31,17 @@ def fresh_dir(name: str) -> str:
     return tempfile.mkdtemp(prefix=f"{name}-", dir=_ROOT)
 
 
-_cleaned = False
+@contextmanager
+def own_shm():
+    """Release, on exit, the shared memory of the datasets this process built inside the block, and
+    nothing else: other processes' streaming jobs (a training run, a parallel test run) keep theirs."""
+    from modernbert_pretrain.data.shm import release_tracked, tracked_count
 
-
-def clean_shm() -> None:
-    """Unlink shared memory leaked by earlier (crashed) runs, once per session: streaming's cleanup
-    unlinks every block it knows, so repeating it while other processes use streaming is unkind."""
-    global _cleaned
-    if not _cleaned:
-        from streaming.base.util import clean_stale_shared_memory
-
-        clean_stale_shared_memory()
-        _cleaned = True
+    marker = tracked_count()
+    try:
+        yield
+    finally:
+        release_tracked(since=marker)
 
 
 @dataclass(frozen=True)

@@ -138,3 +138,11 @@ def test_state_finds_loader_state_only_through_a_dataloader_dataset():
     loader = torch.utils.data.DataLoader(dataset, batch_size=None)
     assert State._dataset_of(None, DataSpec(loader)) is dataset
     assert State._dataset_of(None, iter([])) is None
+
+
+def test_trainer_publishes_the_steps_rank_averaged_loss_on_state():
+    # MetricsFile.step_loss reads it: the step's loss over all microbatches, summed over ranks / world size.
+    loop = _source(Trainer._train_loop)
+    assert "map_collection(total_loss_dict, dist.all_reduce)" in loop
+    assert "loss.cpu().item() / dist.get_world_size()" in loop
+    assert "self.state.total_loss_dict = total_loss_dict" in loop

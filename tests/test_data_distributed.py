@@ -9,7 +9,7 @@ import socket
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.data_fixtures import assert_same_batches, clean_shm, fresh_dir, make_cfg, take
+from tests.data_fixtures import assert_same_batches, fresh_dir, make_cfg, take
 
 WORLD = 2
 
@@ -49,7 +49,6 @@ def _rank_main(rank: int, cfg_dict: dict, port: int, out_dir: str) -> None:
 
 
 def test_two_rank_processes_split_data_and_resume_exactly():
-    clean_shm()
     cfg = make_cfg(device_microbatch_size=4, global_batch_size=16, batch_size_warmup_start=8,
                    batch_size_warmup_tokens=2 * 8 * 256)
     out_dir = fresh_dir("dist")

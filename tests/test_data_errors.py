@@ -16,13 +16,13 @@ from modernbert_pretrain.data import (
     TokenizerLoadError,
     build_train_loader,
 )
-from tests.data_fixtures import clean_shm, fresh_dir, make_cfg, small_data, take, write_mds
+from tests.data_fixtures import fresh_dir, make_cfg, own_shm, small_data, take, write_mds
 
 
 @pytest.fixture(autouse=True)
 def _shm():
-    clean_shm()
-    yield
+    with own_shm():
+        yield
 
 
 def copy_of_small_mds() -> str:
@@ -89,7 +89,7 @@ def test_missing_index_is_named():
 
 def test_shards_of_another_tokenizer_are_named():
     wide = write_mds(fresh_dir("wide"), [np.array([0, 9000, 1])] * 50)  # id 9000 >= the 512-token vocabulary
-    with pytest.raises(ShardError, match=r"shard .*shard\.00000\.mds: sample \d+ has token id 9000 >= vocabulary"):
+    with pytest.raises(ShardError, match=r"shard .*shard\.00000\.mds: sample \d+ has token id 9000 outside the vocabulary"):
         take(build_train_loader(make_cfg(wide), rank=0, world_size=1), 1)
 
 
@@ -108,6 +108,33 @@ def test_unloadable_tokenizer_and_relative_paths():
         build_train_loader(make_cfg(tokenizer=os.path.join(fresh_dir("t"), "missing-tok")), rank=0, world_size=1)
     with pytest.raises(DataConfigError, match="data.local: relative path 'mds' needs the config file's directory"):
         build_train_loader(make_cfg("mds"), rank=0, world_size=1)
+
+
+def test_broken_tokenizer_folder_is_one_line_naming_it(tmp_path):
+    from modernbert_pretrain.train.main import main
+
+    broken = os.path.join(fresh_dir("broken"), "tokenizer")
+    shutil.copytree(small_data().tokenizer, broken)
+    with open(os.path.join(broken, "tokenizer.json"), "r+") as f:
+        f.truncate(100)
+    with pytest.raises(TokenizerLoadError) as err:
+        build_train_loader(make_cfg(tokenizer=broken), rank=0, world_size=1)
+    assert "\n" not in str(err.value) and broken in str(err.value) and "data_prep/train_tokenizer.py" in str(err.value)
+    yaml = tmp_path / "t.yaml"
+    yaml.write_text(f"run_name: t\nmax_tokens: 1000\nmodel: {{preset: tiny}}\ndata:\n  tokenizer: {broken}\n  local: "
+                    f"{small_data().mds}\n  seq_len: 128\n  device_microbatch_size: 4\n  global_batch_size: 8\n")
+    code, lines = _cli(main, [str(yaml), "--dry-run"])
+    assert code == 2 and len(lines) == 1 and broken in lines[0], lines
+
+
+def _cli(main, argv) -> tuple[int, list[str]]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, [line for line in err.getvalue().splitlines() if line.strip()]
 
 
 def test_missing_stream_index_names_the_stream():

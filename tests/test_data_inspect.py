@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from modernbert_pretrain.data.inspect import main
-from tests.data_fixtures import clean_shm, small_data
+from tests.data_fixtures import own_shm, small_data
 
 KEYS = {"batches", "tokens", "packing_efficiency", "mask_rate", "special_tokens_masked", "tokens_per_s"}
 
@@ -17,7 +17,6 @@ KEYS = {"batches", "tokens", "packing_efficiency", "mask_rate", "special_tokens_
 @pytest.fixture()
 def training_yaml(tmp_path):
     """A YAML like the smoke ones: interpolated paths relative to the file, other sections ignored."""
-    clean_shm()
     data = small_data()
     root = tmp_path / "work"
     os.symlink(data.root, root)
@@ -37,7 +36,8 @@ def training_yaml(tmp_path):
           global_batch_size: 8
           packing_buffer_docs: 64
         """))
-    return str(path)
+    with own_shm():
+        yield str(path)
 
 
 def last_json(out: str) -> dict:

@@ -16,13 +16,13 @@ from modernbert_pretrain.data import (
     build_train_loader,
     tokenizer_info,
 )
-from tests.data_fixtures import assert_same_batches, clean_shm, make_cfg, small_data, synthetic_mds, take
+from tests.data_fixtures import assert_same_batches, make_cfg, own_shm, small_data, synthetic_mds, take
 
 
 @pytest.fixture(autouse=True)
 def _shm():
-    clean_shm()
-    yield
+    with own_shm():
+        yield
 
 
 def test_batch_form():
@@ -153,6 +153,26 @@ def test_resume_refuses_other_ranks_or_data():
         build_train_loader(cfg.with_overrides(seed=4), rank=0, world_size=1).load_state_dict(state)
     with pytest.raises(ResumeStateError, match="holds loader states of 1 ranks, this run has 2"):
         build_train_loader(cfg, rank=1, world_size=2).load_state_dict({"ranks": [state]})
+
+
+def test_resume_names_a_changed_seq_len_or_data_mix_and_the_fix():
+    from modernbert_pretrain.data import StreamConfig
+    from modernbert_pretrain.schema import ConfigError
+
+    cfg = make_cfg()
+    loader = build_train_loader(cfg, rank=0, world_size=1)
+    take(loader, 2)
+    state = loader.dataset.state_dict()
+    with pytest.raises(ResumeStateError, match="data.seq_len is 128, the checkpoint was saved with 256; .*load_from"):
+        build_train_loader(cfg.with_overrides(seq_len=128), rank=0, world_size=1).dataset.load_state_dict(state)
+    local, _ = synthetic_mds()
+    mixed = make_cfg(local=None, streams=[StreamConfig(local=small_data().mds), StreamConfig(local=local)])
+    with pytest.raises(ResumeStateError, match="data mix changed: the checkpoint read 1 stream.*has 2.*load_from"):
+        build_train_loader(mixed, rank=0, world_size=1).dataset.load_state_dict(state)
+    halved = make_cfg(local=None, streams=[StreamConfig(local=small_data().mds, proportion=0.5)])
+    with pytest.raises(ResumeStateError, match="data mix changed: stream proportion/repeat/choose") as err:
+        build_train_loader(halved, rank=0, world_size=1).dataset.load_state_dict(state)
+    assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)  # train.py: one line, exit 2
 
 
 def test_eval_loader_is_one_identical_pass_over_everything():

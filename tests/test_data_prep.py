@@ -155,3 +155,46 @@ def test_validate_dataset_names_truncated_and_corrupt_shards():
     assert "truncated" in problems["shard.00001.mds"]
     assert "hash mismatch" in problems["shard.00002.mds"]
     assert len(problems) == 2
+
+
+def test_text_pieces_cut_at_word_ends_and_lose_nothing():
+    from modernbert_pretrain.data.prep.to_mds import text_pieces
+
+    text = "alpha beta\n\ngamma  delta " + "x" * 50 + " omega"
+    pieces = list(text_pieces(text, 12))
+    assert "".join(pieces) == text and all(0 < len(p) <= 12 for p in pieces)
+    assert pieces[:3] == ["alpha beta", "\n\ngamma", "  delta"]  # each cut sits before whitespace after a word
+    assert "x" * 12 in pieces  # a stretch without whitespace is cut at the limit
+
+
+def test_long_documents_are_tokenized_in_pieces_without_loss(tmp_path, monkeypatch):
+    """Cut into 2,000-character pieces, a ~250 kB document gives the tokens of whole-document
+    tokenization, chunked exactly as before; a 9,000-character run without whitespace loses nothing."""
+    from modernbert_pretrain.data.prep import to_mds
+    from modernbert_pretrain.data.tokenizer_info import load_tokenizer
+
+    data = small_data()
+    monkeypatch.setattr(to_mds, "PIECE_CHARS", 2000)
+    monkeypatch.setattr(to_mds, "BATCH_CHARS", 5000)
+    words = "\n\n".join(load_docs(data.corpus))[:250_000]
+    blob = "".join(chr(ord("a") + (i * 7) % 26) for i in range(9000))
+    docs = [words, "short one", f"{words[:30_000]} {blob} tail"]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = fresh_dir("long")
+    summary = tokenize_to_mds([str(tmp_path / "long.jsonl")], out, data.tokenizer, max_seq_len=PREP_MAX_SEQ_LEN,
+                              progress=False)
+    tok = load_tokenizer(data.tokenizer)
+    samples = read_samples(out)
+    assert all(s.size <= PREP_MAX_SEQ_LEN and s[0] == tok.cls_token_id and s[-1] == tok.sep_token_id
+               for s in samples)
+    whole = [np.asarray(tok.encode(d, add_special_tokens=False), dtype=np.int64) for d in docs]
+    expected = [c for ids in whole[:2] for c in to_mds.split_document(ids, tok.cls_token_id, tok.sep_token_id,
+                                                                         PREP_MAX_SEQ_LEN, np.dtype(np.uint16))]
+    assert len(samples) > len(expected) > 100
+    for got, want in zip(samples, expected):
+        np.testing.assert_array_equal(got, want)
+    last_doc = samples[len(expected):]
+    assert all(s.size == PREP_MAX_SEQ_LEN for s in last_doc[:-1])
+    content = np.concatenate([s[1:-1] for s in last_doc])
+    assert tok.decode(content.tolist()) == docs[2]  # byte-level BPE decodes losslessly: no text lost
+    assert summary.documents == 3 and summary.split_documents == 2 and summary.samples == len(samples)

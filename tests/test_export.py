@@ -157,3 +157,103 @@ def test_sharded_checkpoint_folder_exports_like_a_monolithic_one(run_dir, tmp_pa
     a = transformers.AutoModelForMaskedLM.from_pretrained(folder).state_dict()
     b = transformers.AutoModelForMaskedLM.from_pretrained(mono).state_dict()
     assert folder.name == mono.name and all(torch.equal(a[k], b[k]) for k in b)
+
+
+def _cli(*args, extra_env=None):
+    run_env = env()
+    run_env.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "modernbert_pretrain.export", *map(str, args)], capture_output=True,
+                          text=True, env=run_env, cwd=ROOT, timeout=300)
+
+
+def test_export_target_that_is_a_file_is_one_line_and_exit_2(run_dir, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("not a folder")
+    out = _cli(_ckpts(run_dir)[-1], target)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [f"export error: output folder {target} is a file, not a folder; "
+                                               "give a folder path (it is created if missing)"]
+    assert target.read_text() == "not a folder"
+    debug = _cli(_ckpts(run_dir)[-1], target, extra_env={"MODERNBERT_DEBUG": "1"})
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert "Traceback" in _cli(_ckpts(run_dir)[-1], target, "--debug").stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_exported_folder_follows_the_umask(run_dir, tmp_path, umask):
+    import os
+
+    old = os.umask(umask)
+    try:
+        folder, _ = export_checkpoint(_ckpts(run_dir)[-1], tmp_path / "out")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {"model.safetensors", "config.json", "tokenizer.json", "training_metadata.json"} <= set(modes)
+    assert modes == {name: 0o666 & ~umask for name in modes}
+
+
+def test_stale_temp_folders_of_killed_exports_are_removed(run_dir, tmp_path, caplog):
+    import socket
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        out = tmp_path / "out"
+        stale = out / f".tmp-step4-tok16384-pid{dead.pid}@{host}-0123abcd"
+        running = out / f".tmp-step6-tok24576-pid{live.pid}@{host}-89abcdef"
+        elsewhere = out / f".tmp-step6-tok24576-pid{dead.pid}@not-{host}-89abcdef"
+        unnamed = out / ".tmp-step2-tok8192-k3j4h5"
+        for folder in (stale, running, elsewhere, unnamed):
+            folder.mkdir(parents=True)
+            (folder / "model.safetensors").write_bytes(b"partial")
+        with caplog.at_level("WARNING"):
+            folder, written = export_checkpoint(_ckpts(run_dir)[-1], out)
+        assert written
+        assert not stale.exists()
+        assert running.is_dir() and elsewhere.is_dir() and unnamed.is_dir()
+        text = caplog.text
+        assert f"removed {stale}" in text and str(unnamed) in text and str(elsewhere) in text
+        assert sorted(p.name for p in out.iterdir()) == sorted([running.name, elsewhere.name, unnamed.name,
+                                                                 folder.name])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_export_all_skips_a_checkpoint_deleted_mid_pass(run_dir, tmp_path, monkeypatch, capsys):
+    import modernbert_pretrain.export as export_mod
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "checkpoints/smoke-phase1", run, symlinks=True)
+    ckpts = list_checkpoints(run)
+    assert len(ckpts) == 3
+    real = export_mod.export_checkpoint
+
+    def rotating(path, *args, **kwargs):
+        if path == ckpts[0]:
+            ckpts[1].unlink()  # rotation deletes the next checkpoint while the first one is exported
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(export_mod, "export_checkpoint", rotating)
+    assert main([str(run), str(tmp_path / "out"), "--all"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped: {ckpts[1]} was deleted during the export" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["step2-tok8192", "step6-tok24576"]
+    assert captured.out.strip() == str(tmp_path / "out" / "step6-tok24576")
+
+
+def test_export_folder_that_is_a_file_is_refused_before_training(smoke_workdir, tmp_path):
+    from modernbert_pretrain.config import load
+    from modernbert_pretrain.schema import ConfigError
+    from modernbert_pretrain.train.preflight import check_paths
+
+    target = tmp_path / "hf.txt"
+    target.write_text("notes")
+    _, cfg = load(ROOT / "yamls/smoke/phase1.yaml", [f"workdir={smoke_workdir}", f"export.folder={target}",
+                                                       "export.interval=checkpoint"])
+    with pytest.raises(ConfigError, match=f"export.folder: {target} is a file"):
+        check_paths(cfg, strict=True)

@@ -125,3 +125,97 @@ def test_config_spellings_of_other_transformers_versions():
     odd = dict(v5, layer_types=["sliding_attention"] * 4)
     with pytest.raises(ValueError, match="cannot express"):
         ModernBertConfig.from_hf_dict(odd)
+
+
+def _untied_transformers_folder(folder, **extra):
+    torch.manual_seed(2)
+    cfg = transformers.ModernBertConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=80, num_hidden_layers=4, num_attention_heads=4,
+        max_position_embeddings=512, local_attention=16, pad_token_id=2, bos_token_id=0, eos_token_id=1,
+        cls_token_id=0, sep_token_id=1, tie_word_embeddings=False, **extra,
+    )
+    hf = transformers.ModernBertForMaskedLM(cfg)
+    with torch.no_grad():
+        for param in hf.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    assert hf.decoder.weight is not hf.model.embeddings.tok_embeddings.weight
+    hf.save_pretrained(folder)
+    return hf.eval()
+
+
+def _logits(model, ids, mask, ours: bool):
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask) if ours else model(input_ids=ids, attention_mask=mask)
+    return out.logits[mask.bool()]
+
+
+def test_untied_decoder_from_transformers_and_back(tmp_path, caplog):
+    """transformers writes an untied decoder under its own key; ours keeps it apart from the embedding, gives the
+    same logits, and exports it so that transformers reads the same model back."""
+    hf = _untied_transformers_folder(tmp_path / "theirs")
+    with caplog.at_level("WARNING"):
+        ours = ModernBertForMaskedLM.from_pretrained(tmp_path / "theirs", attn_backend="sdpa").eval()
+    assert not ours.config.tie_word_embeddings
+    assert ours.decoder.weight is not ours.model.embeddings.tok_embeddings.weight
+    torch.testing.assert_close(ours.decoder.weight, hf.decoder.weight, atol=0, rtol=0)
+    torch.testing.assert_close(ours.model.embeddings.tok_embeddings.weight,
+                               hf.model.embeddings.tok_embeddings.weight, atol=0, rtol=0)
+    ids, mask = ragged_batch([90, 17, 64], 512, seed=4)
+    expected = _logits(hf, ids, mask, ours=False)
+    torch.testing.assert_close(_logits(ours, ids, mask, ours=True), expected, atol=1e-4, rtol=0)
+
+    ours.save_pretrained(tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["tie_word_embeddings"] is False
+    again = _hf_from(tmp_path / "ours")
+    assert again.decoder.weight is not again.model.embeddings.tok_embeddings.weight
+    torch.testing.assert_close(_logits(again, ids, mask, ours=False), expected, atol=1e-4, rtol=0)
+    round_trip = ModernBertForMaskedLM.from_pretrained(tmp_path / "ours")
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, round_trip.state_dict()[key]), key
+
+
+def test_untied_decoder_trains_apart_from_the_embedding():
+    model = ModernBertForMaskedLM(ModernBertConfig.from_preset("tiny", tie_word_embeddings=False))
+    names = {n for n, _ in model.named_parameters()}
+    assert {"decoder.weight", "model.embeddings.tok_embeddings.weight"} <= names
+    tied = ModernBertForMaskedLM(ModernBertConfig.from_preset("tiny"))
+    assert model.num_parameters() - tied.num_parameters() == 8192 * 64
+    ids = torch.randint(5, 8192, (64,))
+    labels = ids.clone()
+    model(ids, labels=labels).loss.backward()
+    assert model.decoder.weight.grad is not None and model.decoder.weight.grad.abs().sum() > 0
+
+
+def test_transformers_keys_we_do_not_use_are_ignored_and_logged(tmp_path, caplog):
+    _untied_transformers_folder(tmp_path, type_vocab_size=2)
+    assert json.loads((tmp_path / "config.json").read_text())["type_vocab_size"] == 2
+    with caplog.at_level("WARNING"):
+        model = ModernBertForMaskedLM.from_pretrained(tmp_path)
+    assert model.config.vocab_size == 512
+    assert any("type_vocab_size" in r.getMessage() and "ignoring" in r.getMessage() for r in caplog.records)
+
+
+def test_tied_config_over_untied_weights_is_refused(tmp_path):
+    """The old behaviour: the config said tied, so decoder.weight silently overwrote the embedding."""
+    _untied_transformers_folder(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="differs from model.embeddings.tok_embeddings.weight.*tie_word_embeddings"):
+        ModernBertForMaskedLM.from_pretrained(tmp_path)
+    perturbed_model().save_pretrained(tmp_path / "tied")
+    with pytest.raises(ValueError, match="no decoder.weight"):
+        ModernBertForMaskedLM.from_pretrained(tmp_path / "tied", tie_word_embeddings=False)
+
+
+def test_saved_weights_follow_the_umask(tmp_path):
+    """safetensors creates its file 0600; a saved model is as readable as any other file the umask allows."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        perturbed_model().save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"config.json": 0o644,
+                                                                            "model.safetensors": 0o644}

@@ -232,6 +232,9 @@ def test_refuses_tiling_large_to_tiny_and_other_mismatches():
         tile_state_dict(meta_model(tiny).state_dict(), tiny, preset("tiny-large", vocab_size=4096))
     with pytest.raises(ValueError, match="head_dim"):
         tile_state_dict(meta_model(tiny).state_dict(), tiny, preset("tiny", hidden_size=128))
+    untied = preset("tiny", tie_word_embeddings=False)
+    with pytest.raises(ValueError, match="untied decoder"):
+        tile_state_dict(meta_model(untied).state_dict(), untied, preset("tiny-large"))
     state = dict(meta_model(tiny).state_dict())
     state["model.layers.7.attn.Wo.weight"] = state.pop("model.layers.2.attn.Wo.weight")
     with pytest.raises(ValueError, match="model.layers.2.attn.Wo.weight"):

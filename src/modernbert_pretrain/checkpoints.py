@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from .model import ModernBertConfig, ModernBertForMaskedLM
-from .model.hf import CONFIG_NAME, load_into, normalize_key
+from .model.hf import CONFIG_NAME, HubError, hub_snapshot, is_hub_id, load_into, normalize_key
+from .schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,13 @@ def discard_uncommitted(folder: str | Path) -> list[Path]:
     return removed
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     file = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        ckpt = torch.load(file, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{file} is not a readable checkpoint: {err}") from err
+        raise CheckpointError(f"{file} is not a readable checkpoint (truncated or corrupt): {err}; point at "
+                              "another checkpoint file or run folder") from err
     if not isinstance(ckpt, dict) or "state" not in ckpt or "model" not in ckpt["state"]:
         raise CheckpointError(f"{file} is not a Composer checkpoint (no state/model)")
     ckpt["_path"] = str(file)
@@ -182,11 +184,71 @@ def build_model(ckpt: dict[str, Any], **config_overrides) -> ModernBertForMasked
 
 
 def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertForMaskedLM:
-    """Our checkpoint file/run folder, or a Hugging Face folder -> the model it holds."""
+    """Our checkpoint file/run folder, or a Hugging Face folder or Hub id -> the model it holds."""
+    folder = hf_folder(path, "init_from.path")
+    if folder is not None:
+        try:
+            return ModernBertForMaskedLM.from_pretrained(folder, **config_overrides)
+        except (CheckpointError, ConfigError):
+            raise
+        except Exception as err:  # noqa: BLE001 - safetensors/json/torch raise many types for a bad file
+            raise CheckpointError(f"{_hf_file(folder, err)} cannot be loaded: {err}; re-export or re-download "
+                                  "that folder") from err
+    return build_model(read_checkpoint(path), **config_overrides)
+
+
+def hf_folder(path: str | Path, field: str) -> Path | None:
+    """The Hugging Face model folder `path` names: a local folder with config.json, or a Hub id such as
+    answerdotai/ModernBERT-base (downloaded, or taken from the Hugging Face cache offline). None for anything
+    else (a checkpoint of ours or a run folder). Only a string that is not a local path is looked up on the Hub."""
     p = Path(path)
     if p.is_dir() and (p / CONFIG_NAME).is_file():
-        return ModernBertForMaskedLM.from_pretrained(p, **config_overrides)
-    return build_model(read_checkpoint(p), **config_overrides)
+        return p
+    if p.is_absolute() or p.exists() or not is_hub_id(str(path)):
+        return None
+    try:
+        return hub_snapshot(str(path))
+    except HubError as err:
+        raise ConfigError(f"{field}: {err}") from err
+
+
+# Fields that change what the weights compute without changing their shapes.
+_BEHAVIOUR_FIELDS = ("global_rope_theta", "local_rope_theta", "local_attention", "global_attn_every_n_layers",
+                     "hidden_activation", "norm_eps", "max_position_embeddings")
+
+
+def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: str, weights_only: bool) -> None:
+    """load_from with a Hugging Face folder: its weights go into this run's model (the YAML's config stays in
+    charge); the optimizer starts fresh, as such a folder holds no moments."""
+    try:
+        pretrained = ModernBertForMaskedLM.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"load_from.path: cannot read the Hugging Face model {source}: {err}") from err
+    theirs, ours = pretrained.config, model.config
+    if theirs.tie_word_embeddings != ours.tie_word_embeddings:
+        raise ConfigError(f"load_from.path: {source} has tie_word_embeddings={theirs.tie_word_embeddings} but this run "
+                          f"has {ours.tie_word_embeddings}; set model.tie_word_embeddings: "
+                          f"{str(theirs.tie_word_embeddings).lower()}")
+    try:
+        load_into(model, pretrained.state_dict())
+    except ValueError as err:
+        raise ConfigError(f"load_from.path: {source} does not fit this run's model (model.preset="
+                          f"{ours.preset!r}): {err}") from err
+    differ = [f"{name}={getattr(theirs, name)!r} there, {getattr(ours, name)!r} here" for name in _BEHAVIOUR_FIELDS
+              if getattr(theirs, name) != getattr(ours, name)]
+    if differ:
+        log.warning("load_from: this run's model config differs from %s's and is used: %s", source, "; ".join(differ))
+    note = "" if weights_only else " (load_from.weights_only: false, but there are no moments to load)"
+    log.warning("load_from: loaded the weights of the Hugging Face model %s (%s); optimizer moments start fresh, "
+                "as a Hugging Face folder holds none%s", source, folder, note)
+
+
+def _hf_file(folder: Path, err: BaseException) -> Path:
+    """The file of a Hugging Face folder that the error is about (safetensors errors do not name it)."""
+    if CONFIG_NAME in str(err):
+        return folder / CONFIG_NAME
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return weights[0] if len(weights) == 1 else folder
 
 
 def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
@@ -218,8 +280,14 @@ def repair_latest(folder: str | Path) -> Path | None:
         return None
     latest = p / LATEST
     if latest.is_symlink() and latest.exists():
-        discard_uncommitted(p)
-        return latest.resolve()
+        target = latest.resolve()
+        if _loads(target):
+            discard_uncommitted(p)
+            return target
+        aside = target.with_name(target.name + ".corrupt")
+        target.replace(aside)  # kept for inspection; no longer a *.pt, so never chosen again
+        log.warning("`latest` points at %s, which does not load (a corrupt file); moved it to %s and falling "
+                    "back to the newest checkpoint that loads", target, aside.name)
     chosen = None
     for file in reversed(list_checkpoints(p)):
         if _loads(file):
@@ -236,5 +304,23 @@ def repair_latest(folder: str | Path) -> Path | None:
         tmp.unlink()
     tmp.symlink_to(chosen.name)
     tmp.replace(latest)
-    log.warning("`latest` was missing or dangling; it now points at %s", chosen.name)
+    log.warning("`latest` was missing, dangling or corrupt; it now points at %s: resuming from there", chosen.name)
     return chosen
+
+
+# Config fields that decide the shape of the weights: a resume with any of them changed cannot load.
+SHAPE_KEYS = ("preset", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "hidden_activation", "global_attn_every_n_layers", "norm_bias",
+              "attention_bias", "mlp_bias", "decoder_bias")
+
+
+def check_same_model(folder: str | Path, model_config: dict[str, Any]) -> None:
+    """Refuse to resume the run in `folder` with a model of another shape (e.g. a changed model.preset)."""
+    ckpt = load_checkpoint(Path(folder) / LATEST, mmap=True)  # only the run info is read
+    saved = run_info(ckpt).get("model_config", {})
+    changed = [k for k in SHAPE_KEYS if k in saved and saved.get(k) != model_config.get(k)]
+    if changed:
+        what = ", ".join(f"{k}: {saved.get(k)!r} -> {model_config.get(k)!r}" for k in changed)
+        raise CheckpointError(f"model: the run in {folder} was saved with another model ({what}); resume it with "
+                              f"model.preset={saved.get('preset')!r} (and its overrides), or choose a new save.folder "
+                              "(load_from/init_from start a new run from it)")

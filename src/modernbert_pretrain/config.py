@@ -130,7 +130,8 @@ class LoadFromConfig:
     """Start a later phase from an earlier phase's checkpoint."""
 
     path: str
-    """A Composer checkpoint file (.pt) or a run folder (its latest checkpoint is used)."""
+    """A Composer checkpoint file (.pt) or a run folder (its latest checkpoint is used), or released weights: a
+    Hugging Face model folder or Hub id such as answerdotai/ModernBERT-base (weights only; fresh optimizer moments)."""
     weights_only: bool = False
     """Load only the weights, not the optimizer moments."""
 
@@ -140,7 +141,7 @@ class InitFromConfig:
     """Initialize a larger model from a smaller one."""
 
     path: str
-    """A checkpoint of ours, a run folder, or a Hugging Face model folder."""
+    """A checkpoint of ours, a run folder, or a Hugging Face model folder or Hub id."""
     mode: Literal["tile"] = "tile"
     """Centre tiling (the ModernBERT large recipe)."""
 
@@ -296,13 +297,20 @@ _PATH_FIELDS = {("load_from", "path"), ("init_from", "path"), ("save", "folder")
                 ("logging", "metrics_file")}
 
 
+_HUB_FIELDS = {("load_from", "path"), ("init_from", "path")}
+
+
 def _resolve_paths(raw: dict, base_dir: Path) -> dict:
     from .data.tokenizer_info import resolve_path
+    from .model.hf import is_hub_id
 
     for section, key in _PATH_FIELDS:
         value = raw[section].get(key) if isinstance(raw.get(section), dict) else None
         if isinstance(value, str) and value:
-            raw[section][key] = resolve_path(value, str(base_dir), f"{section}.{key}")
+            local = resolve_path(value, str(base_dir), f"{section}.{key}")
+            if (section, key) in _HUB_FIELDS and is_hub_id(value) and not os.path.exists(local):
+                continue
+            raw[section][key] = local
     return raw
 
 

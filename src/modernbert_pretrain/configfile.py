@@ -21,18 +21,24 @@ from .schema import ConfigError
 
 CLI_PATH_KEYS = ("workdir", "path", "folder", "local", "remote", "tokenizer", "metrics_file")
 """Keys (last dotted part) whose command-line values are paths."""
+HUB_MODEL_KEYS = ("load_from.path", "init_from.path")
+"""Keys that may also name a Hugging Face Hub model (`owner/name`): kept as is when no such local path exists."""
 
 
 def resolve_cli_value(key: str, value: Any) -> Any:
     """An override's value with a relative path made absolute against the working directory."""
     from .data.tokenizer_info import resolve_path, resolve_tokenizer
+    from .model.hf import is_hub_id
 
     leaf = key.rsplit(".", 1)[-1]
     if not (isinstance(value, str) and value and leaf in CLI_PATH_KEYS) or value.startswith("${"):
         return value
     if leaf == "tokenizer":
         return resolve_tokenizer(value, os.getcwd())
-    return resolve_path(value, os.getcwd(), key)
+    local = resolve_path(value, os.getcwd(), key)
+    if key in HUB_MODEL_KEYS and is_hub_id(value) and not os.path.exists(local):
+        return value
+    return local
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -4,17 +4,24 @@
 
 Each checkpoint becomes `<out dir>/step<batch>-tok<tokens>/` with config.json, model.safetensors, the
 tokenizer files and training_metadata.json (phase, step, tokens seen, LR, training YAML). A folder is
-written under a temporary name and renamed when complete, so a partial export never looks complete.
-The last line printed is the path of the (last) exported folder.
+written under a temporary name and renamed when complete, so a partial export never looks complete;
+the temporary folder of an export that was killed is removed by the next export into the same folder.
+Files get the permissions the umask gives. The last line printed is the path of the (last) exported folder.
+Errors are one line and exit code 2 (`--debug` or MODERNBERT_DEBUG=1 also prints the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import re
+import secrets
 import shutil
+import socket
 import sys
-import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +38,17 @@ from .checkpoints import (
     uncommitted,
 )
 from .model import ModernBertForMaskedLM
+from .model.hf import current_umask
+from .schema import debug_requested
+
+log = logging.getLogger(__name__)
 
 METADATA_NAME = "training_metadata.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Weight dtypes of an exported safetensors file, by name."""
+# `.tmp-<folder>-pid<pid>@<host>-<random>`: the owner's pid and host tell a killed export's leftovers from a
+# concurrent export's live folder.
+_TMP_RE = re.compile(r"^\.tmp-(?P<target>.+)-pid(?P<pid>\d+)@(?P<host>[^@/]+)-(?P<rand>[0-9a-f]{8})$")
 
 
 class ExportError(ValueError):
@@ -54,25 +68,89 @@ def _same_export(folder: Path, meta: dict[str, Any]) -> bool:
     return all(old.get(k) == meta.get(k) for k in ("phase", "step", "tokens_seen"))
 
 
+def prepare_out(out_root: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be used."""
+    if out_root.exists() and not out_root.is_dir():
+        raise ExportError(f"output folder {out_root} is a file, not a folder; give a folder path (it is created "
+                          "if missing)")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot create the output folder {out_root}: {err.strerror or err}") from err
+
+
+def _temp_name(target: Path) -> str:
+    return f".tmp-{target.name}-pid{os.getpid()}@{socket.gethostname()}-{secrets.token_hex(4)}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def clean_stale_temps(out_root: Path) -> list[Path]:
+    """Remove temporary folders left by exports on this host whose process is gone. Live exports' folders,
+    other hosts' folders and unrecognised names are left alone (the latter two with a warning)."""
+    host, removed = socket.gethostname(), []
+    for entry in sorted(out_root.glob(".tmp-*")):
+        match = _TMP_RE.match(entry.name)
+        if match is None or match["host"] != host:
+            why = "written on another host" if match else "its name carries no owner process"
+            log.warning("left %s in place (%s); remove it if no export into %s is running", entry, why, out_root)
+            continue
+        if _pid_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            log.warning("removed %s: left by export process %s, which is no longer running", entry, match["pid"])
+            removed.append(entry)
+    return removed
+
+
+def _fix_modes(folder: Path) -> None:
+    """The umask's modes for everything in the folder (safetensors creates its file 0600)."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: Path, *,
                  dtype: torch.dtype | None = None, tokenizer: str | None = None) -> tuple[Path, bool]:
     """Write one export atomically. Returns (folder, written); written is False when it already existed."""
-    out_root.mkdir(parents=True, exist_ok=True)
+    prepare_out(out_root)
+    clean_stale_temps(out_root)
     target = out_root / folder_name(meta)
     if target.exists():
         if _same_export(target, meta):
             return target, False
         raise ExportError(f"{target} already holds a different export (or something else); remove it or choose "
                           "another output folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=out_root))
+    tmp = out_root / _temp_name(target)
+    tmp.mkdir()  # not tempfile.mkdtemp: that makes the folder 0700
     try:
-        model.save_pretrained(tmp, dtype=dtype)
+        try:
+            model.save_pretrained(tmp, dtype=dtype)
+        except ValueError as err:
+            raise ExportError(f"{meta.get('checkpoint')}: {err}") from err
         tok = tokenizer or meta.get("tokenizer")
         if tok:
             _save_tokenizer(tok, tmp)
         public = {k: v for k, v in meta.items() if k != "model_config"}
         (tmp / METADATA_NAME).write_text(json.dumps(public, indent=2, default=str) + "\n")
-        tmp.rename(target)
+        _fix_modes(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not _same_export(target, meta):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent export of the same checkpoint finished first
+            return target, False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -145,7 +223,7 @@ def push_to_hub(plan: list[dict[str, Any]], *, private: bool = False) -> None:
         print(f"uploaded {item['folder']} -> {item['repo_id']}@{item['revision']}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m modernbert_pretrain.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a checkpoint file, a sharded checkpoint folder, or a run's save folder")
     parser.add_argument("out", help="output folder; one subfolder per checkpoint")
@@ -157,21 +235,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--hub-dry-run", action="store_true",
                         help="print what would be uploaded (JSON) instead of uploading")
-    args = parser.parse_args(argv)
-    try:
-        last, folders = None, []
-        for ckpt in checkpoints_of(Path(args.checkpoint), args.all):
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (also: environment variable MODERNBERT_DEBUG=1)")
+    return parser.parse_args(argv)
+
+
+def _export_all(args: argparse.Namespace) -> Path:
+    """Export each checkpoint; with --all, one that checkpoint rotation deletes mid-pass is skipped with a note."""
+    prepare_out(Path(args.out))
+    last, folders = None, []
+    for ckpt in checkpoints_of(Path(args.checkpoint), args.all):
+        try:
             last, written = export_checkpoint(ckpt, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
-            folders.append(last)
-            print(f"{'exported' if written else 'already exported'}: {ckpt} -> {last}", file=sys.stderr)
-        if args.push_to_hub:
-            plan = hub_plan(folders, args.push_to_hub)
-            if args.hub_dry_run:
-                print(json.dumps(plan, indent=1), file=sys.stderr)
-            else:
-                push_to_hub(plan, private=args.private)
-    except ExportError as err:
-        print(f"export error: {err}", file=sys.stderr)
+        except (ExportError, OSError):
+            if not args.all or ckpt.exists():
+                raise
+            print(f"skipped: {ckpt} was deleted during the export (checkpoint rotation?)", file=sys.stderr)
+            continue
+        folders.append(last)
+        print(f"{'exported' if written else 'already exported'}: {ckpt} -> {last}", file=sys.stderr)
+    if last is None:
+        raise ExportError(f"every checkpoint of {args.checkpoint} was deleted during the export; nothing exported")
+    if args.push_to_hub:
+        plan = hub_plan(folders, args.push_to_hub)
+        if args.hub_dry_run:
+            print(json.dumps(plan, indent=1), file=sys.stderr)
+        else:
+            push_to_hub(plan, private=args.private)
+    return last
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        last = _export_all(args)
+    except (ExportError, CheckpointError, OSError) as err:
+        if debug_requested(args.debug):
+            traceback.print_exc()
+        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"export error: {message}", file=sys.stderr)
         return 2
     print(last)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import difflib
+import os
 import re
 import types
 import typing
@@ -161,3 +162,12 @@ def build(cls, values: dict, where: str = ""):
         if not where or msg.startswith(where):
             raise
         raise type(err)(f"{where}: {msg}") if isinstance(err, ConfigError) else ConfigError(f"{where}: {msg}") from err
+
+
+DEBUG_ENV = "MODERNBERT_DEBUG"
+"""Set to 1 to see the traceback behind a one-line refusal, in every command (same as --debug)."""
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """--debug on the command line, or MODERNBERT_DEBUG set to anything but empty or 0."""
+    return flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")

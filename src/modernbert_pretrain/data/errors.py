@@ -18,8 +18,12 @@ class InputDataError(ValueError):
     """An input file for data preparation is missing, unreadable, empty or malformed."""
 
 
-class TokenizerLoadError(ValueError):
+class TokenizerLoadError(ConfigError):
     """A tokenizer could not be loaded or lacks a token the pipeline needs."""
+
+
+class TokenizerMismatchError(DataConfigError):
+    """Shards were tokenized with another tokenizer than ``data.tokenizer``."""
 
 
 class OutputExistsError(FileExistsError):
@@ -30,5 +34,5 @@ class ShardError(RuntimeError):
     """A shard is missing, truncated, corrupt, or does not match the tokenizer."""
 
 
-class ResumeStateError(ValueError):
+class ResumeStateError(ConfigError):
     """A loader state cannot be restored into this loader (other data, rank or world size)."""

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import ResumeStateError
+from modernbert_pretrain.data.fingerprint import check_stream_tokenizers
 from modernbert_pretrain.data.pipeline import BatchPipeline
 from modernbert_pretrain.data.source import RankLayout
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo, resolve_config, tokenizer_info
@@ -232,6 +233,7 @@ def _spec(cfg: DataConfig, rank: int, world_size: int, config_dir: str | None, *
     if finite:
         resolved = resolved.with_overrides(batch_size_warmup_start=None)
     schedule = batch_size_schedule(resolved, world_size)
+    check_stream_tokenizers(resolved)
     return PipelineSpec(resolved, tokenizer_info(resolved.tokenizer), layout, schedule, finite, kind)
 
 

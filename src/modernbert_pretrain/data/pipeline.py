@@ -15,7 +15,7 @@ from modernbert_pretrain.data.config import DataConfig
 from modernbert_pretrain.data.errors import ResumeStateError
 from modernbert_pretrain.data.masking import MLMMasker
 from modernbert_pretrain.data.packing import BestFitPacker
-from modernbert_pretrain.data.source import RankLayout, ShardSource
+from modernbert_pretrain.data.source import RESUME_FIX, RankLayout, ShardSource
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo
 from modernbert_pretrain.data.warmup import BatchSizeWarmup
 
@@ -78,6 +78,7 @@ class BatchPipeline:
         self.real_tokens += batch["num_real_tokens"]
         self.slot_tokens += batch["num_slot_tokens"]
         self.last_metrics = {
+            "seq_len": self.cfg.seq_len,
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "global_batch_size": global_batch,
@@ -101,6 +102,7 @@ class BatchPipeline:
             "kind": self.kind,
             "rank": self.layout.rank,
             "world_size": self.layout.world_size,
+            "seq_len": self.cfg.seq_len,
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "real_tokens": self.real_tokens,
@@ -118,6 +120,12 @@ class BatchPipeline:
             raise ResumeStateError(
                 f"loader state of rank {state['rank']}/{state['world_size']} given to rank "
                 f"{self.layout.rank}/{self.layout.world_size}; exact resume needs the same world size"
+            )
+        saved_seq_len = state.get("seq_len")  # absent in states saved before it was recorded
+        if saved_seq_len is not None and int(saved_seq_len) != self.cfg.seq_len:
+            raise ResumeStateError(
+                f"cannot resume the data loader: data.seq_len is {self.cfg.seq_len}, the checkpoint was saved with "
+                f"{saved_seq_len}; {RESUME_FIX}"
             )
         self.reset()
         self.source.load_state_dict(state["source"])

@@ -27,6 +27,22 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
+def token_column_problem(info: dict) -> str | None:
+    """What is wrong with the ``input_ids`` column of one shard's index record (None when fine)."""
+    names = info.get("column_names") or []
+    if TOKEN_COLUMN not in names:
+        return f"has columns {names}, expected '{TOKEN_COLUMN}'"
+    encodings = info.get("column_encodings") or []
+    encoding = encodings[names.index(TOKEN_COLUMN)] if len(encodings) == len(names) else None
+    if encoding is None:
+        return None
+    kind, _, dtype = str(encoding).partition(":")
+    if kind == "ndarray" and (not dtype or np.issubdtype(np.dtype(dtype), np.integer)):
+        return None  # a bare "ndarray" records its dtype per sample: checked as samples are read
+    return (f"stores column '{TOKEN_COLUMN}' as '{encoding}', expected token ids as an integer ndarray "
+            f"(e.g. 'ndarray:uint16' or 'ndarray:int32')")
+
+
 def shard_file_path(shard: Any) -> str:
     """Path of a streaming shard reader's raw data file."""
     return shard_raw_files(shard)[0][0]
@@ -76,14 +92,6 @@ def read_index(path: str) -> dict[str, Any]:
     if not isinstance(index, dict) or index.get("version") != 2 or not isinstance(index.get("shards"), list):
         raise ShardError(f"{path} is not an MDS index (version 2 with a shards list)")
     return index
-
-
-def column_problem(info: dict[str, Any]) -> str | None:
-    """Why a shard record of an index cannot feed the loader (None when it can)."""
-    if TOKEN_COLUMN not in info.get("column_names", []):
-        return (f"has columns {info.get('column_names')}, expected '{TOKEN_COLUMN}' (write shards with "
-                f"data_prep/tokenize_to_mds.py)")
-    return None
 
 
 def _check_mds_header(path: str, samples: int) -> list[str]:
@@ -151,7 +159,7 @@ def _validate_shard(dirname: str, info: dict, algos: list[str] | None) -> list[S
     path = os.path.join(dirname, raw.get("basename", "?"))
     if info.get("format") != "mds":
         return [ShardProblem(path, f"format {info.get('format')!r}, expected 'mds'")]
-    problem = column_problem(info)
+    problem = token_column_problem(info)
     if problem:
         return [ShardProblem(path, problem)]
     zip_info = info.get("zip_data")

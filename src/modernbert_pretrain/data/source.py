@@ -25,17 +25,16 @@ from modernbert_pretrain.data.shards import (
     INDEX_NAME,
     TOKEN_COLUMN,
     check_shard_file,
-    column_problem,
     read_index,
     shard_file_path,
+    token_column_problem,
 )
-from modernbert_pretrain.data.streaming_adapter import (
-    check_version,
-    epoch_sample_ids,
-    locate,
-    partition,
-    shared_memory_of,
-)
+from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
+from modernbert_pretrain.data.shm import track
+from modernbert_pretrain.data.streaming_adapter import check_version, epoch_sample_ids, locate, partition
+
+RESUME_FIX = ("set it back to resume this run, or start a new phase from this checkpoint: a new save.folder "
+              "with load_from.path set to it (the weights carry over, the data order starts afresh)")
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,12 @@ def _check_local_index(stream: StreamConfig, split: str | None) -> str:
     except ShardError as err:
         raise ShardError(f"stream {stream.label}: {err}") from err
     for info in index["shards"]:
-        problem = column_problem(info)
-        if problem:
+        problem = token_column_problem(info)
+        if problem is not None:
             raise ShardError(
-                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} {problem}")
+                f"stream {stream.label}: shard {info.get('raw_data', {}).get('basename')} in {path} {problem}; "
+                f"write shards with data_prep/tokenize_to_mds.py"
+            )
     return path
 
 
@@ -141,7 +142,7 @@ class ShardSource:
             ncn = self.layout.num_nodes * (64 if cfg.shuffle_algo in ("py1s", "py2s") else 1)
         self.num_canonical_nodes = ncn
         try:
-            return StreamingDataset(
+            dataset = StreamingDataset(
                 streams=[_make_stream(s, cfg) for s in self.streams], epoch_size=cfg.epoch_size,
                 predownload=cfg.predownload or 8 * cfg.device_microbatch_size, cache_limit=cfg.cache_limit,
                 shuffle=cfg.shuffle, shuffle_algo=cfg.shuffle_algo, shuffle_seed=cfg.seed,
@@ -150,6 +151,9 @@ class ShardSource:
         except (ValueError, TypeError) as err:
             labels = [s.label for s in self.streams]
             raise DataConfigError(f"data.streams {labels}: streaming rejected the sources: {err}") from err
+        self.shm_prefix = track(dataset)
+        """Streaming's shared-memory prefix of this dataset (``/dev/shm/<prefix:06>_*``)."""
+        return dataset
 
     def _partition_world(self):
         layout = self.layout
@@ -203,15 +207,28 @@ class ShardSource:
                 f"data_prep/validate_dataset.py"
             ) from err
         self.reads += 1
-        if tokens.ndim != 1:
-            raise ShardError(f"shard {shard_file_path(shard)}: sample {index} has shape {tokens.shape}, expected 1-D")
-        if tokens.size and int(tokens.max()) >= self.vocab_size:
-            raise ShardError(
-                f"shard {shard_file_path(shard)}: sample {index} has token id {int(tokens.max())} >= "
-                f"vocabulary size {self.vocab_size}; the shards were made with another tokenizer than "
-                f"data.tokenizer"
-            )
+        self._check_tokens(tokens, shard, index)
         return tokens
+
+    def _check_tokens(self, tokens: Any, shard: Any, index: int) -> None:
+        where = f"shard {shard_file_path(shard)}: sample {index}"
+        if not isinstance(tokens, np.ndarray) or not np.issubdtype(tokens.dtype, np.integer):
+            kind = tokens.dtype if isinstance(tokens, np.ndarray) else type(tokens).__name__
+            raise ShardError(f"{where} stores column '{TOKEN_COLUMN}' as {kind}, expected token ids as an integer "
+                             f"ndarray; write shards with data_prep/tokenize_to_mds.py")
+        if tokens.ndim != 1:
+            raise ShardError(f"{where} has shape {tokens.shape}, expected 1-D")
+        if not tokens.size:
+            return
+        bad = int(tokens.max())
+        if bad < self.vocab_size and np.issubdtype(tokens.dtype, np.signedinteger):
+            bad = int(tokens.min())
+        if not 0 <= bad < self.vocab_size:
+            raise ShardError(
+                f"{where} has token id {bad} outside the vocabulary [0, {self.vocab_size}) of data.tokenizer; "
+                f"the shards were made with another tokenizer: set data.tokenizer to theirs or re-tokenize with "
+                f"data_prep/tokenize_to_mds.py"
+            )
 
     def next_doc(self) -> tuple[int, np.ndarray] | None:
         """The next non-empty document of this rank, or None at the end of a finite source."""
@@ -279,9 +296,15 @@ class ShardSource:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mine, theirs = self.fingerprint(), state["fingerprint"]
+        if len(mine["indexes"]) != len(theirs["indexes"]):
+            raise ResumeStateError(
+                f"cannot resume the data loader: the data mix changed: the checkpoint read "
+                f"{len(theirs['indexes'])} stream(s), data.streams now has {len(mine['indexes'])} "
+                f"({[s.label for s in self.streams]}); {RESUME_FIX}"
+            )
         reasons = {
-            "indexes": "the shards (index.json) changed",
-            "weights": "the stream proportions/repeat/choose changed",
+            "indexes": "the shards (index.json) of the streams changed",
+            "weights": "the data mix changed: stream proportion/repeat/choose",
             "order": "seed, shuffle, num_canonical_nodes, epoch_size or split changed",
             "layout": "rank or world size changed (exact resume needs the same ranks)",
         }
@@ -289,7 +312,7 @@ class ShardSource:
             if json.dumps(mine[key]) != json.dumps(theirs[key]):
                 raise ResumeStateError(
                     f"cannot resume the data loader: {reason} since the checkpoint "
-                    f"(saved {theirs[key]}, now {mine[key]})"
+                    f"(saved {theirs[key]}, now {mine[key]}); {RESUME_FIX}"
                 )
         self.epoch, self.cursor, self._ids = int(state["epoch"]), int(state["cursor"]), None
 
@@ -300,10 +323,4 @@ class ShardSource:
             self._prefetch.shutdown(wait=True, cancel_futures=True)
             self._prefetch = None
         if release_shared_memory:
-            _release_shared_memory(self.dataset)
-
-
-def _release_shared_memory(dataset: Any) -> None:
-    """Clean up every streaming SharedMemory held by ``dataset``."""
-    for shm in shared_memory_of(dataset):
-        shm.cleanup()
+            release_blocks(self.dataset)

@@ -15,7 +15,11 @@ public API for that; what this module uses, and what tests/test_streaming_adapte
 - a shard reader's ``dirname``, ``split`` and ``file_pairs`` (raw file info: ``basename``, ``bytes``,
   ``hashes``), and ``streaming.base.hashing.get_hash``: to name a shard's file and check it;
 - ``streaming.base.shared.memory.SharedMemory`` objects held (up to three attributes deep) by a dataset,
-  found by walking its attributes, to release them in a process that exits without atexit handlers.
+  found by walking its attributes; releasing one relies on its ``cleanup`` (registered with ``atexit``) and
+  its ``created_shms`` / ``opened_shms`` lists;
+- ``streaming.base.storage.download.CloudDownloader.direct_download(remote, local, timeout)``: one file from
+  a remote, for the tokenizer fingerprint that sits beside a remote's index;
+- ``StreamingDataset._shm_prefix_int``: the number in the names of the dataset's shared-memory blocks.
 
 An upgrade of streaming fails in ``check_version`` with one message, before any of these is touched.
 """
@@ -99,3 +103,25 @@ def data_hash(algo: str, data: bytes) -> str:
     from streaming.base.hashing import get_hash
 
     return get_hash(algo, data)
+
+
+def release_block(shm: Any) -> None:
+    """Unlink the blocks a SharedMemory created, close the ones it attached to, and forget them, so that its
+    atexit handler (dropped too) cannot unlink a block of the same name that another job opens later."""
+    import atexit
+
+    shm.cleanup()
+    atexit.unregister(shm.cleanup)
+    shm.created_shms, shm.opened_shms = [], []
+
+
+def shm_prefix(dataset: Any) -> int:
+    """The prefix of a dataset's shared-memory block names (``/dev/shm/<prefix:06>_*``); -1 when unknown."""
+    return int(getattr(dataset, "_shm_prefix_int", -1))
+
+
+def download_file(remote: str, local: str, timeout: float) -> None:
+    """Copy one file from a streaming remote (s3://, gs://, a path, ...) to ``local``; raises when it is missing."""
+    from streaming.base.storage.download import CloudDownloader
+
+    CloudDownloader.direct_download(remote, local, timeout)

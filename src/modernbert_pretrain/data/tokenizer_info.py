@@ -57,7 +57,8 @@ def load_tokenizer(name_or_path: str):
                 "data_prep/train_tokenizer.py)") if os.path.isdir(name_or_path) else (
             "give a local folder (relative to the config file) or a Hugging Face name that is "
             "reachable or cached")
-        raise TokenizerLoadError(f"cannot load tokenizer {name_or_path!r}: {err}; {hint}") from err
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise TokenizerLoadError(f"cannot load tokenizer {name_or_path!r}: {reason[:300]}; {hint}") from err
     if not getattr(tokenizer, "is_fast", False):
         raise TokenizerLoadError(f"tokenizer {name_or_path!r} is not a fast tokenizer (needs tokenizer.json)")
     return tokenizer

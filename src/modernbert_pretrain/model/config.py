@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..constants import IGNORE_INDEX
 from ..schema import check_keys
 from .attention import backend_choices
+
+log = logging.getLogger(__name__)
 
 ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu")
 
@@ -18,7 +21,7 @@ ACTIVATIONS = ("gelu", "gelu_pytorch_tanh", "gelu_new", "silu")
 _HF_IGNORED_KEYS = {
     "architectures", "model_type", "transformers_version", "torch_dtype", "dtype", "_name_or_path",
     "classifier_pooling", "classifier_dropout", "reference_compile", "repad_logits_with_grad",
-    "sparse_prediction", "sparse_pred_ignore_index", "deterministic_flash_attn", "tie_word_embeddings",
+    "sparse_prediction", "sparse_pred_ignore_index", "deterministic_flash_attn",
     "position_embedding_type", "id2label", "label2id", "problem_type", "use_cache", "return_dict",
     "output_hidden_states", "output_attentions", "torchscript", "pruned_heads", "chunk_size_feed_forward",
     "is_encoder_decoder", "is_decoder", "add_cross_attention", "tokenizer_class", "prefix",
@@ -34,7 +37,7 @@ class ModernBertConfig:
     """Shape and behaviour of a ModernBERT encoder with its MLM head."""
 
     vocab_size: int = 50368
-    """Rows of the token embedding (and of the tied decoder)."""
+    """Rows of the token embedding and of the decoder."""
     hidden_size: int = 768
     """Width of the residual stream."""
     intermediate_size: int = 1152
@@ -58,7 +61,10 @@ class ModernBertConfig:
     classifier_bias: bool = False
     """Bias on head.dense."""
     decoder_bias: bool = True
-    """Bias on the (tied) decoder."""
+    """Bias on the decoder."""
+    tie_word_embeddings: bool = True
+    """The MLM decoder shares the token embedding's weight (ModernBERT). False gives the decoder its own
+    (vocab_size, hidden_size) matrix, as transformers does for `tie_word_embeddings: false`."""
     global_rope_theta: float = 160000.0
     """RoPE base of the global-attention layers (10k in phase 1, 160k after context extension)."""
     local_rope_theta: float = 10000.0
@@ -123,6 +129,8 @@ class ModernBertConfig:
         for name in ("embedding_dropout", "attention_dropout", "attention_output_dropout", "mlp_dropout"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, f"must be in [0, 1), got {value!r}")
+        need(isinstance(self.tie_word_embeddings, bool), "tie_word_embeddings",
+             f"must be true or false, got {self.tie_word_embeddings!r}")
         need(self.hidden_activation in ACTIVATIONS, "hidden_activation",
              f"{self.hidden_activation!r} is not supported; use one of {ACTIVATIONS}")
         need(self.attn_backend in backend_choices(), "attn_backend",
@@ -182,11 +190,14 @@ class ModernBertConfig:
         if head_act != ours.get("hidden_activation", "gelu"):
             raise ValueError(f"config.json: classifier_activation={head_act!r} differs from hidden_activation="
                              f"{ours.get('hidden_activation')!r}; this model uses one activation for both")
-        if unknown:
+        if unknown and hf.get("model_type") != "modernbert":
             raise ValueError(
                 f"config.json has keys that cannot be mapped to ModernBERT: {sorted(unknown)}. "
                 "Is this a ModernBERT checkpoint?"
             )
+        if unknown:
+            # transformers' ModernBertForMaskedLM reads none of these either, so ignoring them keeps parity.
+            log.warning("config.json: ignoring keys that ModernBERT does not use: %s", sorted(unknown))
         # transformers uses one field for both attention dropouts; keep ours unless recorded.
         if "attention_output_dropout" not in hf.get("modernbert_pretrain", {}):
             ours["attention_output_dropout"] = hf.get("attention_dropout", 0.0)
@@ -200,7 +211,6 @@ class ModernBertConfig:
         hf = {
             "architectures": ["ModernBertForMaskedLM"],
             "model_type": "modernbert",
-            "tie_word_embeddings": True,
             "initializer_range": self.init_std,
             "initializer_cutoff_factor": self.init_cutoff_factor,
             "classifier_activation": self.hidden_activation,

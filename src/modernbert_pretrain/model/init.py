@@ -45,5 +45,7 @@ def initialize_weights(model: nn.Module, config: ModernBertConfig) -> None:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     decoder = getattr(model, "decoder", None)
+    if decoder is not None and not config.tie_word_embeddings:
+        _trunc_normal(decoder.weight, stds["out"], cutoff)
     if decoder is not None and decoder.bias is not None:
         nn.init.zeros_(decoder.bias)

@@ -116,7 +116,8 @@ class ModernBertModel(nn.Module):
 
 
 class ModernBertForMaskedLM(nn.Module):
-    """ModernBERT encoder with its MLM head; the decoder is tied to the token embedding."""
+    """ModernBERT encoder with its MLM head; the decoder is tied to the token embedding unless
+    `config.tie_word_embeddings` is false."""
 
     def __init__(self, config: ModernBertConfig, *, init: bool = True) -> None:
         super().__init__()
@@ -124,7 +125,7 @@ class ModernBertForMaskedLM(nn.Module):
         self.model = ModernBertModel(config)
         self.head = ModernBertPredictionHead(config)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=config.decoder_bias)
-        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        self.tie_weights()
         if init:
             initialize_weights(self, config)
 
@@ -144,7 +145,9 @@ class ModernBertForMaskedLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def tie_weights(self) -> None:
-        self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        """Share the token embedding with the decoder; nothing to do for an untied decoder."""
+        if self.config.tie_word_embeddings:
+            self.decoder.weight = self.model.embeddings.tok_embeddings.weight
 
     # ----------------------------------------------------------------------- forward
     def forward(

@@ -140,6 +140,9 @@ def _check_configs(src: ModernBertConfig, dst: ModernBertConfig) -> None:
     if src.vocab_size != dst.vocab_size:
         raise ValueError(f"cannot tile across vocabularies: source vocab_size={src.vocab_size} != target "
                          f"vocab_size={dst.vocab_size} (token embedding and decoder bias rows are token ids)")
+    if not (src.tie_word_embeddings and dst.tie_word_embeddings):
+        raise ValueError("cannot tile an untied decoder (tie_word_embeddings: false): tiling rebuilds the decoder from "
+                         "the token embedding, so the source's own decoder would be lost")
     if src.head_dim != dst.head_dim:
         raise ValueError(
             f"cannot tile: heads are copied whole, so head_dim must match; source head_dim={src.head_dim} "

@@ -19,11 +19,11 @@ from ..schema import ConfigError
 from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
 from .compat import RngResume, check_composer_version, per_node_signal_files
 from .composer_model import ComposerMLM
-from .faults import NonFiniteGuard, Preemption
+from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
-from .schedule import TokenScheduler
+from .schedule import TokenSchedule
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
     torch.manual_seed(cfg.seed)
     model = ModernBertForMaskedLM(model_cfg)
     if resuming:
+        ckpt_io.check_same_model(cfg.save.folder, model.config.to_dict())
         return model, None  # Composer's autoresume restores everything
     if cfg.init_from is not None:
         from ..model.tiling import tile_model
@@ -71,6 +72,10 @@ def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
                               f"{err}") from err
         return model, None
     if cfg.load_from is not None:
+        folder = ckpt_io.hf_folder(cfg.load_from.path, "load_from.path")
+        if folder is not None:  # released weights: no optimizer moments
+            ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
+            return model, None
         ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
         load_into(model, ckpt_io.model_state(ckpt))
         optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)
@@ -176,7 +181,8 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
     # DataLoader whose dataset exposes state_dict/load_state_dict (the seam: train/compat.py), so resume never
     # replays past batches.
     callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
-                 NonFiniteGuard(cfg.nonfinite_loss)]
+                 NonFiniteGuard(cfg.nonfinite_loss), SaveSpaceGuard(cfg.save.folder, checkpoint_bytes(model)),
+                 TokenSchedule(cfg.scheduler, cfg.max_tokens, cfg.optimizer.lr)]
     if cfg.logging.metrics_file:
         callbacks.append(MetricsFile(cfg.logging.metrics_file))
     if cfg.export is not None:
@@ -190,14 +196,31 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
 
 
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
+    """Global rank 0 locks the save folder before it repairs or writes anything there; the lock is released
+    when the trainer closes (or the process exits)."""
+    from .runlock import ReleaseRunLock, RunLock
+
     check_composer_version()
+    cfg.check_world_size(dist.get_world_size())
+    check_paths(cfg, strict=True)
+    lock = RunLock(cfg.save.folder).acquire() if dist.get_global_rank() == 0 else None
+    try:
+        trainer = _build_trainer(cfg, raw_config, [ReleaseRunLock(lock)] if lock else [])
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return trainer
+
+
+def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: list) -> Trainer:
     per_node_signal_files()
     on_gpu = torch.cuda.is_available()
     rank, world_size = dist.get_global_rank(), dist.get_world_size()
-    cfg.check_world_size(world_size)
-    check_paths(cfg, strict=True)
     reproducibility.seed_all(cfg.seed)
-    if cfg.autoresume and dist.get_local_rank() == 0:
+    if cfg.autoresume and rank == 0:
+        # Rank 0 alone writes checkpoints (monolithic), so it alone repairs: on a save folder shared by several
+        # nodes a second repair would race the first.
         ckpt_io.repair_latest(cfg.save.folder)
     resuming = cfg.autoresume and ckpt_io.has_checkpoint(cfg.save.folder)
     if resuming:
@@ -218,18 +241,17 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
     callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config)
+    callbacks += extra_callbacks
     kwargs: dict[str, Any] = {}
     if evaluator is not None:
         kwargs.update(eval_dataloader=evaluator, eval_interval=cfg.eval.interval)
     if cfg.fsdp is not None:
         kwargs["parallelism_config"] = {"fsdp": dict(cfg.fsdp)}
-    return Trainer(
+    trainer = Trainer(
         model=composer_model,
         train_dataloader=train_data_spec(loader),
         max_duration=f"{cfg.max_tokens}tok",
         optimizers=optimizer,
-        schedulers=[TokenScheduler(cfg.scheduler, cfg.max_tokens)],
-        step_schedulers_every_batch=True,
         device="gpu" if on_gpu else "cpu",
         precision=_precision(cfg, on_gpu),
         device_train_microbatch_size=cfg.data.device_microbatch_size,
@@ -250,3 +272,14 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
         progress_bar=cfg.logging.progress_bar,
         **kwargs,
     )
+    _export_after_checkpoint(trainer.state.callbacks)
+    return trainer
+
+
+def _export_after_checkpoint(callbacks: list) -> None:
+    """Composer appends its CheckpointSaver after our callbacks; move the training-time export behind it, so
+    that a step's export never runs before (or, when the export fails, instead of) that step's checkpoint."""
+    exports = [cb for cb in callbacks if isinstance(cb, HFExport)]
+    for cb in exports:
+        callbacks.remove(cb)
+    callbacks.extend(exports)

@@ -152,22 +152,16 @@ class HFExport(Callback):
 
 
 class MetricsFile(Callback):
-    """Appends one JSON line per step (rank 0): batch (1-based), tokens after it, loss, the LR it used and
-    the global batch size. Handy for plots, golden-loss checks and comparing resumed runs."""
+    """Appends one JSON line per step (rank 0): batch (1-based), tokens after it, the step's loss (token-weighted
+    over microbatches and ranks), the LR it used and the global batch size. Handy for plots, golden-loss checks and comparing resumed runs."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._pending: dict | None = None
 
     def after_train_batch(self, state: State, logger: Logger) -> None:
-        loss = state.loss
-        if isinstance(loss, dict):
-            loss = loss.get("loss/train/total", next(iter(loss.values())))
-        if isinstance(loss, (list, tuple)):
-            loss = sum(loss)
-        loss_value = float(loss.detach().float().item()) if torch.is_tensor(loss) else float(loss)
-        # The scheduler steps after this event: this is the LR the batch was trained with.
-        self._pending = {"loss": loss_value, "lr": float(state.optimizers[0].param_groups[0]["lr"])}
+        # The LR was set for this step at its start and is not changed before the next one.
+        self._pending = {"lr": float(state.optimizers[0].param_groups[0]["lr"])}
 
     def batch_end(self, state: State, logger: Logger) -> None:
         import json
@@ -178,9 +172,16 @@ class MetricsFile(Callback):
         # Composer's sample clock already sums every rank's rows: the step's global batch size.
         rows = int(state.timestamp.sample.value) - int(state.previous_timestamp.sample.value)
         record = {"batch": int(state.timestamp.batch.value), "tokens": int(state.timestamp.token.value),
-                  "loss": self._pending["loss"], "lr": self._pending["lr"], "global_batch_size": rows}
+                  "loss": self.step_loss(state), "lr": self._pending["lr"], "global_batch_size": rows}
         self._pending = None
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    @staticmethod
+    def step_loss(state: State) -> float:
+        """The step's loss: Composer's total over microbatches, each weighted by its share of the masked tokens
+        (accumulate_train_batch_on_tokens), summed over ranks and divided by the world size, which makes it the
+        mean over every masked token of the global batch. `state.loss` is only the last microbatch's."""
+        return float(state.total_loss_dict["loss/train/total"])
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import signal
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +14,8 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from .compat import save_also_when, wrap_optimizer_step
+from ..checkpoints import LATEST
+from .compat import save_also_when, wrap_checkpoint_save, wrap_optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +26,10 @@ class Preempted(RuntimeError):  # noqa: N818 - an outcome, not an error
 
 class NonFiniteLoss(RuntimeError):
     """The loss (and so the gradients) became NaN or Inf at a step; the last good checkpoint is kept."""
+
+
+class NoSpaceLeft(RuntimeError):  # noqa: N818 - named after the condition, like the errno
+    """A checkpoint save ran out of disk space; `latest` still names the last complete checkpoint."""
 
 
 class Preemption(Callback):
@@ -98,3 +106,62 @@ class NonFiniteGuard(Callback):
             logger.log_metrics({"train/skipped_nonfinite_batches": self.skipped})
 
         wrap_optimizer_step(optimizer, finite, refused)
+
+
+def _out_of_space(err: BaseException) -> str | None:
+    """'errno' for ENOSPC/EDQUOT anywhere in the exception chain; 'writer' for a failed write of torch's zip
+    writer, which reports a full disk as a RuntimeError ("[enforce fail at inline_container.cc] ... file write
+    failed") without the errno; None otherwise."""
+    seen = set()
+    found = None
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "errno"
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return "errno"
+        if isinstance(err, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text):
+            found = "writer"
+        err = err.__cause__ or err.__context__
+    return found
+
+
+class SaveSpaceGuard(Callback):
+    """Turns a checkpoint save that fills the disk into one message: "no space left on device", the folder,
+    the free space and the space one checkpoint needs (the size of the last one, else an estimate)."""
+
+    def __init__(self, folder: str, estimate_bytes: int) -> None:
+        self.folder = Path(folder)
+        self.estimate_bytes = estimate_bytes
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        wrap_checkpoint_save(state, self._on_save_error)
+
+    def _on_save_error(self, state: State, err: BaseException) -> None:
+        kind = _out_of_space(err)
+        if kind is None or kind == "writer" and not self._short_of_space():
+            return  # not a full disk: the original error propagates
+        raise NoSpaceLeft(self.message(int(state.timestamp.batch.value))) from err
+
+    def _short_of_space(self) -> bool:
+        """A writer failure is a full disk only when the folder has less room than one checkpoint."""
+        try:
+            return shutil.disk_usage(self.folder).free < self.needed_bytes()
+        except OSError:
+            return False
+
+    def needed_bytes(self) -> int:
+        latest = self.folder / LATEST
+        if latest.is_symlink() and latest.exists():
+            return max(latest.stat().st_size, self.estimate_bytes)
+        return self.estimate_bytes
+
+    def message(self, step: int) -> str:
+        free = shutil.disk_usage(self.folder).free if self.folder.exists() else 0
+        latest = self.folder / LATEST
+        committed = latest.resolve().name if latest.is_symlink() and latest.exists() else "none yet"
+        return (f"no space left on device while saving the checkpoint of step {step} to {self.folder}: "
+                f"{free / 2**30:.2f} GiB free, one checkpoint needs about {self.needed_bytes() / 2**30:.2f} GiB. "
+                f"The last complete checkpoint ({committed}) is intact; free space or lower save.keep, then run "
+                "the same command again to resume (the partial file is removed at start-up)")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..config import load
-from ..schema import ConfigError
+from ..schema import DEBUG_ENV, ConfigError, debug_requested
 
 log = logging.getLogger("modernbert_pretrain")
 
@@ -34,6 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan as JSON; no training")
     parser.add_argument("--world-size", type=int, default=None,
                         help="for --dry-run: world size to check batch arithmetic against (default: $WORLD_SIZE or 1)")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of a refusal (also: {DEBUG_ENV}=1); by default one line, exit 2")
     return parser.parse_intermixed_args(argv)
 
 
@@ -56,14 +58,22 @@ def run(args) -> int:
     from .builder import build_trainer
 
     raw, cfg = load(args.config, args.overrides)
+    done = completed(cfg)
+    if done is not None:
+        print(done, file=sys.stderr)
+        return 0
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
     from .faults import NonFiniteLoss, Preempted
 
     trainer = build_trainer(cfg, raw_config=raw)
+    if dist.get_global_rank() == 0:
+        (Path(cfg.save.folder) / COMPLETE_NAME).unlink(missing_ok=True)  # an extended run; under the lock
     try:
         trainer.fit()
+        if dist.get_global_rank() == 0:
+            mark_complete(cfg, trainer)  # while the run still holds the save folder's lock
     except Preempted as stop:
         log.warning("preempted: %s", stop)
         print(f"preempted: {stop}", file=sys.stderr)
@@ -73,12 +83,30 @@ def run(args) -> int:
         return 3
     finally:
         trainer.close()
-    if dist.get_global_rank() == 0:
-        mark_complete(cfg, trainer)
     return 0
 
 
 COMPLETE_NAME = "training_complete.json"
+
+
+def completed(cfg) -> str | None:
+    """The line to print when this exact run already finished (same max_tokens); None when there is work left.
+
+    A finished run whose max_tokens was raised since continues from its last checkpoint; `run` then removes its
+    marker, so that a crash during the extension does not leave the phase looking finished."""
+    marker = Path(cfg.save.folder) / COMPLETE_NAME
+    if not cfg.autoresume or not marker.is_file():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        record = {}
+    if int(record.get("tokens", 0)) < cfg.max_tokens:
+        log.warning("%s: the run finished at %s tokens; max_tokens is now %d: continuing it", marker,
+                    record.get("tokens", "?"), cfg.max_tokens)
+        return None
+    return (f"run {cfg.run_name!r} is already complete: step {record.get('step')}, {record.get('tokens')} tokens "
+            f"({marker}); nothing to do. To train further raise max_tokens, or choose a new save.folder")
 
 
 def mark_complete(cfg, trainer) -> None:
@@ -96,8 +124,30 @@ def mark_complete(cfg, trainer) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(args.debug)
     try:
         return dry_run(args) if args.dry_run else run(args)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    except refusals() as err:
+        if debug:
+            raise
+        kind = "config error" if isinstance(err, ConfigError) else "error"
+        print(f"{kind}: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def refusals() -> tuple[type[BaseException], ...]:
+    """Our error classes: each message names the file or key and the fix, so the user gets it alone."""
+    from ..checkpoints import CheckpointError
+    from ..data import errors as data_errors
+    from ..data.streaming_adapter import StreamingVersionError
+    from ..export import ExportError
+    from .faults import NoSpaceLeft
+    from .runlock import RunLocked
+
+    return (ConfigError, CheckpointError, ExportError, RunLocked, NoSpaceLeft, data_errors.InputDataError,
+            data_errors.TokenizerLoadError, data_errors.OutputExistsError, data_errors.ShardError,
+            data_errors.ResumeStateError, StreamingVersionError)
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
+from ..data.fingerprint import preflight_tokenizer_check
 from ..schema import ConfigError
 
 
@@ -21,13 +22,22 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
     tok = cfg.data.tokenizer
     if (tok.startswith("/") or tok.startswith(".")) and not Path(tok).exists():
         problems.append(f"data.tokenizer: {tok} does not exist (run data_prep/train_tokenizer.py)")
-    if cfg.load_from is not None and not Path(cfg.load_from.path).exists():
+    if cfg.load_from is not None and not _local_or_hub(cfg.load_from.path):
         problems.append(f"load_from.path: checkpoint {cfg.load_from.path} does not exist (run the earlier phase)")
-    if cfg.init_from is not None and not Path(cfg.init_from.path).exists():
+    if cfg.init_from is not None and not _local_or_hub(cfg.init_from.path):
         problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
+    if cfg.export is not None and Path(cfg.export.folder).exists() and not Path(cfg.export.folder).is_dir():
+        problems.append(f"export.folder: {cfg.export.folder} is a file, not a folder; give a folder path")
     if strict and problems:
-        raise ConfigError("cannot start:\n  " + "\n  ".join(problems))
-    return problems
+        raise ConfigError("cannot start: " + "; ".join(problems))
+    return problems + ([] if strict else preflight_tokenizer_check(cfg.data))
+
+
+def _local_or_hub(path: str) -> bool:
+    """An existing path, or a Hub model id (resolved when the model is built)."""
+    from ..model.hf import is_hub_id
+
+    return Path(path).exists() or (not Path(path).is_absolute() and is_hub_id(path))
 
 
 def check_save_folder(folder: str, needed_bytes: int) -> None:

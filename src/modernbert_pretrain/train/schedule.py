@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+from composer.core import Callback, State
+from composer.loggers import Logger
+
 from ..config import SchedulerConfig
 
 
@@ -34,12 +37,23 @@ def lr_multiplier(tokens: int, cfg: SchedulerConfig, max_tokens: int) -> float:
     return mult * (final + (1.0 - final) * shape)
 
 
-class TokenScheduler:
-    """A Composer scheduler (callable on state) reading the global token clock."""
+class TokenSchedule(Callback):
+    """Sets the LR of step k from the tokens seen before step k, at the start of that step.
 
-    def __init__(self, cfg: SchedulerConfig, max_tokens: int) -> None:
+    (Composer's schedulers step after a batch, before its clock advances: a scheduler reading the token clock
+    there runs step k at the value for the tokens before step k-1, so steps 1 and 2 both ran at LR 0.) The
+    clock is global and restored on resume, so the LR needs no state of its own."""
+
+    def __init__(self, cfg: SchedulerConfig, max_tokens: int, peak_lr: float) -> None:
         self.cfg = cfg
         self.max_tokens = max_tokens
+        self.peak_lr = peak_lr
 
-    def __call__(self, state, ssr: float = 1.0) -> float:
-        return lr_multiplier(int(state.timestamp.token.value), self.cfg, self.max_tokens)
+    def lr(self, tokens_before: int) -> float:
+        return self.peak_lr * lr_multiplier(tokens_before, self.cfg, self.max_tokens)
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        lr = self.lr(int(state.timestamp.token.value))
+        for optimizer in state.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
