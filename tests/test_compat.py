@@ -146,3 +146,12 @@ def test_trainer_publishes_the_steps_rank_averaged_loss_on_state():
     assert "map_collection(total_loss_dict, dist.all_reduce)" in loop
     assert "loss.cpu().item() / dist.get_world_size()" in loop
     assert "self.state.total_loss_dict = total_loss_dict" in loop
+
+
+def test_schedulers_step_before_the_clock_advances_and_batch_start_sees_the_new_clock():
+    # Why train/schedule.py TokenSchedule sets the LR at BATCH_START instead of using a Composer scheduler.
+    loop = _source(Trainer._train_loop)
+    step = loop.index("scheduler.step()")
+    advance = loop.index("self.state.timestamp = self.state.timestamp.to_next_batch(")
+    batch_start = loop.index("self.engine.run_event(Event.BATCH_START)")
+    assert batch_start < step < advance  # BATCH_START of the next batch runs after this advance

@@ -4,6 +4,11 @@ Targets composer 0.32.1 (and wandb 0.31 for the W&B logger). Each workaround bel
 behaviour it depends on; tests/test_compat.py asserts that behaviour against the installed packages, so an
 upgrade that changes it fails there, in one place, instead of silently in a long run.
 
+Two Composer behaviours are worked around elsewhere, with the upstream side pinned in the same tests:
+`train/schedule.py` `TokenSchedule` sets the LR at BATCH_START because Composer steps its schedulers after a
+batch but before the token clock advances; `train/callbacks.py` `MetricsFile` reads `state.total_loss_dict`,
+where the trainer puts the step's rank-averaged loss.
+
 The seam between the data package and Composer's checkpoints needs no code here, only this note:
 Composer's `State` saves and restores the training loader's position only through `State._dataset_of`,
 which returns `loader.dataset` when the loader is a `torch.utils.data.DataLoader` and None otherwise; it then
