@@ -114,6 +114,8 @@ class FunctionPair:
     """The query: the function's cleaned docstring."""
     code: str
     """The document: the function's source, dedented, with the docstring statement removed."""
+    original: str = ""
+    """The function's source as it stands in the corpus document (docstring included)."""
 
 
 def _without_docstring(lines: list[str], node: ast.AST) -> str | None:
@@ -123,8 +125,9 @@ def _without_docstring(lines: list[str], node: ast.AST) -> str | None:
         return None
     start = min([node.lineno] + [d.lineno for d in node.decorator_list])
     kept = lines[start - 1:doc.lineno - 1] + lines[doc.end_lineno:node.end_lineno]
-    indent = min((len(x) - len(x.lstrip()) for x in kept if x.strip()), default=0)
-    return "\n".join(x[indent:] for x in kept).strip("\n")
+    indent = node.col_offset
+    # lines inside a multi-line string may start left of the def: strip only their whitespace
+    return "\n".join(x[min(indent, len(x) - len(x.lstrip())):] for x in kept).strip("\n")
 
 
 def function_pairs(documents: Iterable[tuple[str, str]], *, min_body_lines: int = 2,
@@ -147,7 +150,9 @@ def function_pairs(documents: Iterable[tuple[str, str]], *, min_body_lines: int 
             code = _without_docstring(lines, node)
             if code is None or sum(1 for x in code.splitlines() if x.strip()) < 1 + min_body_lines:
                 continue
-            found.append(FunctionPair(f"{source}:{node.name}", doc, code))
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found.append(FunctionPair(f"{source}:{node.name}", doc, code,
+                                      "\n".join(lines[start - 1:node.end_lineno])))
     return _unique(found)
 
 
@@ -158,6 +163,20 @@ def _unique(pairs: list[FunctionPair]) -> list[FunctionPair]:
         docs[p.docstring] = docs.get(p.docstring, 0) + 1
         codes[p.code] = codes.get(p.code, 0) + 1
     return [p for p in pairs if docs[p.docstring] == 1 and codes[p.code] == 1]
+
+
+def squash(text: str) -> str:
+    """Whitespace runs -> one space: compares code regardless of its indentation."""
+    return " ".join(text.split())
+
+
+def unseen(pairs: list[FunctionPair], training_texts: Iterable[str],
+           training_pairs: Iterable[FunctionPair] = ()) -> list[FunctionPair]:
+    """The pairs whose function occurs in no training document and whose body (docstring removed) is no
+    fine-tuning pair's body. The standard library repeats some functions, e.g. abstract methods, across files."""
+    haystack = "\n".join(squash(t) for t in training_texts)
+    bodies = {squash(p.code) for p in training_pairs}
+    return [p for p in pairs if squash(p.original) not in haystack and squash(p.code) not in bodies]
 
 
 # ----------------------------------------------------------------------------- code snippets
