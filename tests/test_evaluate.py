@@ -206,3 +206,37 @@ def test_python_dash_m_reports_a_bad_target_in_one_line(tmp_path):
     assert out.stderr.strip().splitlines() == [f"evaluate: {tmp_path / 'nope'} does not exist; pass an exported "
                                                "model folder, an export root (step*-tok* folders) or a run "
                                                "folder (checkpoints)"]
+
+
+def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, monkeypatch):
+    import shutil
+
+    from modernbert_pretrain import export
+    from modernbert_pretrain.train.checkpoint import list_checkpoints
+
+    from .train_helpers import run_train
+
+    work = tmp_path / "w"
+    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
+    run_train("smoke/phase1.yaml", work, "max_tokens=4096", "data.batch_size_warmup_start=null", "eval=null",
+              "scheduler.warmup_tokens=1024", "save.interval=2ba")
+    run = work / "checkpoints" / "smoke-phase1"
+    checkpoints = list_checkpoints(run)
+    assert len(checkpoints) >= 2
+    models = resolve_target(str(run))
+    assert len(models) == len(checkpoints)
+    assert all(m.folder.parent == run / "hf" and m.tokens_seen and m.phase == 1 for m in models)
+    assert models == sorted(models, key=lambda m: m.tokens_seen)
+    shutil.rmtree(models[0].folder)  # a missing export is redone; the others are not read again
+
+    exported = []
+    original = export.export_checkpoint
+
+    def counting(ckpt, out, **kw):
+        exported.append(ckpt)
+        return original(ckpt, out, **kw)
+
+    monkeypatch.setattr(export, "export_checkpoint", counting)
+    again = resolve_target(str(run))
+    assert [m.folder for m in again] == [m.folder for m in models]
+    assert exported == [checkpoints[0]]
