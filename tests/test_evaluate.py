@@ -240,3 +240,24 @@ def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, mo
     again = resolve_target(str(run))
     assert [m.folder for m in again] == [m.folder for m in models]
     assert exported == [checkpoints[0]]
+
+
+def test_glue_and_retrieval_families_are_picked_up_when_their_modules_exist(monkeypatch):
+    import types
+
+    from modernbert_pretrain.evaluate.tasks import TaskError
+
+    glue = types.ModuleType("modernbert_pretrain.evaluate.glue")
+    glue.glue_tasks = lambda settings_path=None: [TaskSpec(name="glue/rte", family="glue", metric="accuracy",
+                                                           run=lambda args: {"accuracy": 0.5})]
+    monkeypatch.setitem(sys.modules, "modernbert_pretrain.evaluate.glue", glue)
+    assert [t.name for t in select_tasks(["glue"])] == ["glue/rte"]
+    assert [t.name for t in select_tasks(["glue/rte", "embedded/line_order"])] == ["embedded/line_order", "glue/rte"]
+
+    def broken(settings_path=None):
+        raise TaskError("yamls/eval/glue.yaml: grid.lr must be a list")
+
+    glue.glue_tasks = broken
+    assert [t.name for t in select_tasks(None)] == ["embedded/code_search", "embedded/line_order"]
+    with pytest.raises(UnknownTask, match="grid.lr must be a list"):
+        select_tasks(["glue"])

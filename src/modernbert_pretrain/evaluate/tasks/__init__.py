@@ -30,7 +30,10 @@ def _optional_family(family: str) -> tuple[list[TaskSpec], str | None]:
         module = importlib.import_module(f"..{module_name}", __package__)
     except ImportError as err:
         return [], f"the {family} tasks cannot be imported ({err})"
-    return list(getattr(module, factory)()), None
+    try:
+        return list(getattr(module, factory)()), None
+    except (TaskError, ValueError) as err:  # e.g. an invalid settings YAML: reported when the family is selected
+        return [], f"the {family} tasks cannot be set up: {err}"
 
 
 def all_tasks() -> tuple[dict[str, TaskSpec], dict[str, str]]:
