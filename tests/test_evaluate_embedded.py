@@ -192,7 +192,6 @@ CS_TEST = replace(CodeSearchSettings(), eval_queries=200, train_pairs=1024)
                    "the protocol does not yet reward pretraining at this scale")
 def test_pretrained_checkpoint_beats_random_init_on_code_search(pretrained, eval_corpus, tmp_path):
     baseline = write_random_init(pretrained, tmp_path, seed=0)
-    for seed in (0, 1):
-        trained = run_code_search(_args(pretrained, eval_corpus, seed=seed), CS_TEST)
-        random_init = run_code_search(_args(baseline, eval_corpus, seed=seed), CS_TEST)
-        assert trained["ndcg@10"] > random_init["ndcg@10"] + 0.05, (seed, trained, random_init)
+    trained = run_code_search(_args(pretrained, eval_corpus, seed=0), CS_TEST)
+    random_init = run_code_search(_args(baseline, eval_corpus, seed=0), CS_TEST)
+    assert trained["ndcg@10"] > random_init["ndcg@10"] + 0.05, (trained, random_init)
