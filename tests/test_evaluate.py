@@ -218,7 +218,7 @@ def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, mo
 
     work = tmp_path / "w"
     shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
-    run_train("smoke/phase1.yaml", work, "max_tokens=4096", "data.batch_size_warmup_start=null", "eval=null",
+    run_train("smoke/phase1.yaml", work, "max_tokens=16384", "data.batch_size_warmup_start=null", "eval=null",
               "scheduler.warmup_tokens=1024", "save.interval=2ba")
     run = work / "checkpoints" / "smoke-phase1"
     checkpoints = list_checkpoints(run)
