@@ -225,7 +225,8 @@ def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, mo
     assert len(checkpoints) >= 2
     models = resolve_target(str(run))
     assert len(models) == len(checkpoints)
-    assert all(m.folder.parent == run / "hf" and m.tokens_seen and m.phase == 1 for m in models)
+    assert all(m.folder.parent == run / "hf" and m.tokens_seen and m.phase == "smoke-phase1"
+               for m in models)
     assert models == sorted(models, key=lambda m: m.tokens_seen)
     shutil.rmtree(models[0].folder)  # a missing export is redone; the others are not read again
 
