@@ -47,3 +47,6 @@ class TaskSpec:
     grid: tuple[dict, ...] = field(default=({},))
     """Hyper-parameter points; the runner calls ``run`` for each point x seed."""
     higher_is_better: bool = True
+    reference: str | None = None
+    """Optional key in ``run``'s result of a model-free baseline on the same examples and metric (e.g. a
+    bag-of-words score), shown beside the model's score in the summary table."""
