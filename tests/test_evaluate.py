@@ -212,7 +212,7 @@ def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, mo
     import shutil
 
     from modernbert_pretrain import export
-    from modernbert_pretrain.train.checkpoint import list_checkpoints
+    from modernbert_pretrain.checkpoints import list_checkpoints
 
     from .train_helpers import run_train
 

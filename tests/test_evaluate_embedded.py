@@ -170,8 +170,8 @@ def test_line_order_is_deterministic_per_seed(random_model, eval_corpus):
 @pytest.fixture(scope="module")
 def pretrained(smoke_workdir, tmp_path_factory):
     """A tiny model after a short phase-1 run on the smoke corpus, exported."""
+    from modernbert_pretrain.checkpoints import list_checkpoints
     from modernbert_pretrain.export import export_checkpoint
-    from modernbert_pretrain.train.checkpoint import list_checkpoints
 
     work = tmp_path_factory.mktemp("pretrain") / "w"
     shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))

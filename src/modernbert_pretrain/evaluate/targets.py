@@ -51,7 +51,7 @@ def export_folders(root: Path) -> list[Path]:
 
 
 def is_run_folder(path: Path) -> bool:
-    from ..train.checkpoint import LATEST, list_checkpoints
+    from ..checkpoints import LATEST, list_checkpoints
 
     return path.is_dir() and ((path / LATEST).exists() or bool(list_checkpoints(path)))
 
