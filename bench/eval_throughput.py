@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Evaluation throughput on the embedded tasks: examples/s for embedding (no grad, mean pooled) and for the
-two fine-tunes (contrastive pairs, classification snippets), with the tasks' own lengths and batch sizes.
+"""Evaluation throughput on the embedded tasks: examples/s for embedding (no grad, mean pooled), for the
+contrastive fine-tune of code search, and for word order's zero-shot pseudo-log-likelihood scoring, with the
+tasks' own lengths and batch sizes.
 
     python bench/eval_throughput.py [--model DIR] [--data-dir DIR] [--device cpu] [--steps 8] [--threads N]
 
@@ -43,16 +44,16 @@ def measure(model_dir: str, data_dir: str | None, device: str, steps: int) -> di
     import torch
 
     from modernbert_pretrain.evaluate.tasks import encoder as E
-    from modernbert_pretrain.evaluate.tasks.embedded import (
-        CodeSearchSettings,
-        LineOrderSettings,
-        code_search_data,
-        line_order_data,
+    from modernbert_pretrain.evaluate.tasks.embedded import CodeSearchSettings, code_search_data
+    from modernbert_pretrain.evaluate.tasks.word_order import (
+        WordOrderSettings,
+        pseudo_log_likelihood,
+        word_order_pairs,
     )
 
-    cs, lo = CodeSearchSettings(), LineOrderSettings()
+    cs, wo = CodeSearchSettings(), WordOrderSettings()
     train, held_out = code_search_data(data_dir, cs)
-    (snippets, labels), _ = line_order_data(data_dir, lo)
+    snippets = [a for a, _ in word_order_pairs(data_dir, wo, seed=0)][:128]
     E.seed_all(0)
     tokenizer, model = E.load_encoder(model_dir, device)
     codes = [p.code for p in held_out][:128]
@@ -66,11 +67,11 @@ def measure(model_dir: str, data_dir: str | None, device: str, steps: int) -> di
                                        steps=steps, batch_size=cs.batch_size, lr=cs.lr, scale=cs.scale,
                                        max_len_query=cs.max_len_query, max_len_doc=cs.max_len_code, seed=0,
                                        device=device), cs.batch_size * steps, 1)
-    clf = E.PooledClassifier(model, 2).to(device)
-    n = lo.batch_size * steps
-    out["classify_snippets_per_s"] = _rate(
-        lambda: E.classify_finetune(clf, tokenizer, snippets[:n], labels[:n], steps=steps, batch_size=lo.batch_size,
-                                    lr=lo.lr, max_len=lo.max_len, seed=0, device=device), n, 1)
+    from transformers import AutoModelForMaskedLM
+
+    mlm = AutoModelForMaskedLM.from_pretrained(model_dir, attn_implementation="sdpa").to(device).eval()
+    out["word_order_texts_per_s"] = _rate(lambda: pseudo_log_likelihood(mlm, tokenizer, snippets, wo, device),
+                                          len(snippets), 1)
     return out
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['threads']} threads")
     print(f"  embedding (code, <= 128 tokens)             {result['embed_code_per_s']:8.1f} examples/s")
     print(f"  contrastive fine-tune (pairs, 48 + 128 tok) {result['contrastive_pairs_per_s']:8.1f} examples/s")
-    print(f"  classification fine-tune (snippets, <= 96)  {result['classify_snippets_per_s']:8.1f} examples/s")
+    print(f"  word order scoring (texts, <= 128 tok, 6 passes) {result['word_order_texts_per_s']:8.1f} examples/s")
     print(json.dumps(result))
     return 0
 

@@ -179,9 +179,9 @@ def test_bad_targets_say_what_to_pass(tmp_path):
 
 def test_task_selection_by_name_and_family():
     names = [t.name for t in select_tasks(None)]
-    assert names == ["embedded/code_search", "embedded/line_order"]
-    assert [t.name for t in select_tasks(["embedded/line_order"])] == ["embedded/line_order"]
-    assert [t.name for t in select_tasks(["embedded/line_order,embedded"])] == names
+    assert names == ["embedded/code_search", "embedded/word_order"]
+    assert [t.name for t in select_tasks(["embedded/word_order"])] == ["embedded/word_order"]
+    assert [t.name for t in select_tasks(["embedded/word_order,embedded"])] == names
     with pytest.raises(UnknownTask, match="no such task or family"):
         select_tasks(["embedded/nope"])
 
@@ -253,12 +253,12 @@ def test_glue_and_retrieval_families_are_picked_up_when_their_modules_exist(monk
                                                            run=lambda args: {"accuracy": 0.5})]
     monkeypatch.setitem(sys.modules, "modernbert_pretrain.evaluate.glue", glue)
     assert [t.name for t in select_tasks(["glue"])] == ["glue/rte"]
-    assert [t.name for t in select_tasks(["glue/rte", "embedded/line_order"])] == ["embedded/line_order", "glue/rte"]
+    assert [t.name for t in select_tasks(["glue/rte", "embedded/word_order"])] == ["embedded/word_order", "glue/rte"]
 
     def broken(settings_path=None):
         raise TaskError("yamls/eval/glue.yaml: grid.lr must be a list")
 
     glue.glue_tasks = broken
-    assert [t.name for t in select_tasks(None)] == ["embedded/code_search", "embedded/line_order"]
+    assert [t.name for t in select_tasks(None)] == ["embedded/code_search", "embedded/word_order"]
     with pytest.raises(UnknownTask, match="grid.lr must be a list"):
         select_tasks(["glue"])

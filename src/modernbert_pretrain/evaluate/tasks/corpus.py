@@ -194,17 +194,6 @@ def code_windows(documents: Iterable[tuple[str, str]], *, lines: int, stride: in
     return out
 
 
-def shuffled(snippet: str, rng: random.Random) -> str:
-    """The snippet's lines in a random order different from the original text."""
-    rows = snippet.split("\n")
-    for _ in range(100):
-        order = rows[:]
-        rng.shuffle(order)
-        if order != rows:
-            return "\n".join(order)
-    raise ValueError("snippet cannot be shuffled into a different text")
-
-
 def sample(items: list, n: int, seed: int) -> list:
     """A deterministic subset of at most ``n`` items, in their original order."""
     if len(items) <= n:

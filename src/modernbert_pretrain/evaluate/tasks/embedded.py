@@ -5,25 +5,25 @@
   contrastive fine-tune (in-batch negatives) on docstring/body pairs of training documents: zero-shot
   mean-pooled embeddings of a random model keep much lexical-overlap signal, which would blur the comparison.
   The zero-shot score and a TF-IDF score are reported beside it.
-- ``embedded/line_order``: is a window of consecutive code lines in its original order, or shuffled? Both
-  classes hold the same distribution of tokens, so a bag-of-words model is at chance by construction (its
-  accuracy, fitted on the same training examples, is reported as ``bow_accuracy``); telling them apart takes a
-  model of code structure. Fine-tuned with a mean-pooled linear head.
+- ``embedded/word_order``: minimal pairs (a held-out code window, and the same words of each line in another
+  order), decided zero-shot by the checkpoint's MLM pseudo-log-likelihood (``word_order.py``). A bag-of-words
+  scorer is at chance by construction.
 
 Evaluation examples come from the held-out split (``val.jsonl``), fine-tuning examples from ``train.jsonl``.
-The examples do not depend on the run seed; the seed fixes the fine-tune (head init, example order).
+Code search's examples do not depend on the run seed (it fixes the fine-tune's example order); word order's
+seed picks the windows and their shuffles.
 """
 
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import corpus as C
 from .base import RunArgs, TaskSpec
 from .ranking import rank_of_positive, ranking_metrics
+from .word_order import WordOrderSettings, run_word_order
 
 _DATA_SEED = 1234
 """Fixes which examples are sampled and which snippets are shuffled; independent of the run seed."""
@@ -49,24 +49,6 @@ class CodeSearchSettings:
     """Cap on held-out queries (the quickstart's split has about 150)."""
 
 
-@dataclass(frozen=True)
-class LineOrderSettings:
-    lr: float = 1e-3
-    """Fine-tuning learning rate (AdamW, 10% warmup, linear decay)."""
-    steps: int = 96
-    """Classification fine-tuning steps."""
-    batch_size: int = 32
-    """Snippets per step."""
-    max_len: int = 96
-    """Snippet tokens kept."""
-    window_lines: int = 6
-    """Consecutive non-blank code lines per snippet."""
-    train_examples: int = 3072
-    """Fine-tuning snippets sampled from the training documents."""
-    eval_examples: int = 400
-    """Held-out snippets scored."""
-
-
 # ----------------------------------------------------------------------------- data
 def _train_code(folder: Path, keep: int = 400) -> list[tuple[str, str]]:
     """About ``keep`` code documents of train.jsonl, evenly spread: plenty of examples for a short fine-tune
@@ -83,12 +65,6 @@ def _function_data(folder: str, stamp: tuple) -> tuple[list[C.FunctionPair], lis
     return train, held_out
 
 
-@functools.lru_cache(maxsize=4)
-def _window_data(folder: str, stamp: tuple, lines: int) -> tuple[list[str], list[str]]:
-    kw = dict(lines=lines, stride=lines, min_distinct=lines - 1)
-    return C.code_windows(_train_code(Path(folder)), **kw), C.code_windows(C.read_code(Path(folder) / "val.jsonl"), **kw)
-
-
 def _stamp(folder: Path) -> tuple:
     return tuple((name, (folder / name).stat().st_mtime_ns, (folder / name).stat().st_size) for name in C.SPLITS)
 
@@ -103,28 +79,6 @@ def code_search_data(data_dir: str | None, s: CodeSearchSettings):
     return C.sample(train, s.train_pairs, _DATA_SEED), C.sample(held_out, s.eval_queries, _DATA_SEED)
 
 
-def _labelled(snippets: list[str], rng: random.Random) -> tuple[list[str], list[int]]:
-    """Half the snippets (chosen at random) shuffled: label 1 = original order, 0 = shuffled."""
-    texts, labels = [], []
-    for snippet in snippets:
-        keep = rng.random() < 0.5
-        texts.append(snippet if keep else C.shuffled(snippet, rng))
-        labels.append(int(keep))
-    return texts, labels
-
-
-def line_order_data(data_dir: str | None, s: LineOrderSettings):
-    """((train texts, labels), (held-out texts, labels))."""
-    folder = C.locate_corpus(data_dir)
-    train, held_out = _window_data(str(folder), _stamp(folder), s.window_lines)
-    if len(held_out) < 50:
-        raise C.TaskError(f"{folder}/val.jsonl: only {len(held_out)} code snippets in the held-out documents; "
-                          "line_order needs at least 50 (a larger corpus)")
-    rng = random.Random(_DATA_SEED)
-    return (_labelled(C.sample(train, s.train_examples, _DATA_SEED), rng),
-            _labelled(C.sample(held_out, s.eval_examples, _DATA_SEED + 1), rng))
-
-
 # ----------------------------------------------------------------------------- baselines without a model
 def tfidf_ranks(queries: list[str], docs: list[str]) -> list[int]:
     """Rank of each query's own document under TF-IDF cosine similarity (identifiers split into words)."""
@@ -134,17 +88,6 @@ def tfidf_ranks(queries: list[str], docs: list[str]) -> list[int]:
     vec.fit(docs + queries)
     sims = (vec.transform(queries) @ vec.transform(docs).T).toarray()
     return [rank_of_positive(row, i) for i, row in enumerate(sims)]
-
-
-def bow_accuracy(train: tuple[list[str], list[int]], test: tuple[list[str], list[int]]) -> float:
-    """Logistic regression on token counts (identifiers, numbers, single symbols), fitted on ``train``."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    vec = CountVectorizer(token_pattern=r"[A-Za-z_]\w*|\d+|[^\sA-Za-z_\d]", lowercase=False)
-    clf = LogisticRegression(max_iter=2000)
-    clf.fit(vec.fit_transform(train[0]), train[1])
-    return float((clf.predict(vec.transform(test[0])) == test[1]).mean())
 
 
 # ----------------------------------------------------------------------------- runs
@@ -174,31 +117,15 @@ def run_code_search(args: RunArgs, s: CodeSearchSettings) -> dict[str, float]:
     return out
 
 
-def run_line_order(args: RunArgs, s: LineOrderSettings) -> dict[str, float]:
-    from . import encoder as E
-
-    train, test = line_order_data(args.data_dir, s)
-    E.seed_all(args.seed)
-    tokenizer, encoder = E.load_encoder(args.model_dir, args.device)
-    model = E.PooledClassifier(encoder, num_labels=2).to(args.device)
-    E.classify_finetune(model, tokenizer, train[0], train[1], steps=s.steps, batch_size=s.batch_size, lr=s.lr,
-                        max_len=s.max_len, seed=args.seed, device=args.device)
-    predicted = E.predict(model, tokenizer, test[0], max_len=s.max_len, batch_size=64, device=args.device)
-    accuracy = sum(int(p == y) for p, y in zip(predicted, test[1])) / len(test[1])
-    return {"accuracy": accuracy, "bow_accuracy": bow_accuracy(train, test),
-            "majority_accuracy": max(sum(test[1]), len(test[1]) - sum(test[1])) / len(test[1]),
-            "eval_examples": float(len(test[1])), "train_examples": float(len(train[1]))}
-
-
 def embedded_tasks(code_search: CodeSearchSettings | None = None,
-                   line_order: LineOrderSettings | None = None) -> list[TaskSpec]:
-    cs, lo = code_search or CodeSearchSettings(), line_order or LineOrderSettings()
+                   word_order: WordOrderSettings | None = None) -> list[TaskSpec]:
+    cs, wo = code_search or CodeSearchSettings(), word_order or WordOrderSettings()
     return [
         TaskSpec(name="embedded/code_search", family="embedded", metric="ndcg@10",
                  run=functools.partial(_run_with, run_code_search, cs), grid=(_hparams(cs),),
                  reference="tfidf_ndcg@10"),
-        TaskSpec(name="embedded/line_order", family="embedded", metric="accuracy",
-                 run=functools.partial(_run_with, run_line_order, lo), grid=(_hparams(lo),),
+        TaskSpec(name="embedded/word_order", family="embedded", metric="accuracy",
+                 run=functools.partial(_run_with, run_word_order, wo), grid=(_hparams(wo),),
                  reference="bow_accuracy"),
     ]
 

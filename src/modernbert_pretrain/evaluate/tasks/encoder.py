@@ -1,8 +1,8 @@
-"""The exported folder as transformers loads it, and the two short fine-tunes the embedded tasks use:
-a contrastive one (in-batch negatives, for retrieval) and a classification one (mean-pooled head).
+"""The exported folder as transformers loads it, and the short contrastive fine-tune (in-batch negatives)
+that code search uses.
 
 Both models of a comparison get exactly the same data, steps, batch size and learning rate; the run seed fixes
-the head's init and the example order, so a run is repeatable on the same machine.
+the example order, so a run is repeatable on the same machine.
 """
 
 from __future__ import annotations
@@ -97,41 +97,3 @@ def contrastive_finetune(model, tokenizer, queries: Sequence[str], docs: Sequenc
         sched.step()
         opt.zero_grad(set_to_none=True)
     model.eval()
-
-
-class PooledClassifier(torch.nn.Module):
-    """Encoder -> mean pooling -> linear layer."""
-
-    def __init__(self, encoder, num_labels: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(mean_pool(self.encoder, batch))  # (batch, num_labels)
-
-
-def classify_finetune(model: PooledClassifier, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
-                      steps: int, batch_size: int, lr: float, max_len: int, seed: int, device: str) -> None:
-    rng = random.Random(seed)
-    model.train()
-    opt, sched = _optimizer(model.parameters(), lr, steps)
-    target = torch.tensor(list(labels), device=device)
-    for idx in _batches(len(texts), batch_size, steps, rng):
-        logits = model(encode(tokenizer, [texts[i] for i in idx], max_len, device))
-        loss = F.cross_entropy(logits, target[idx])
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-    model.eval()
-
-
-@torch.no_grad()
-def predict(model: PooledClassifier, tokenizer, texts: Sequence[str], *, max_len: int, batch_size: int,
-            device: str) -> list[int]:
-    model.eval()
-    out: list[int] = []
-    for i in range(0, len(texts), batch_size):
-        out.extend(model(encode(tokenizer, texts[i:i + batch_size], max_len, device)).argmax(-1).tolist())
-    return out
