@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..schema import debug_requested
+
 EXIT_USAGE = 2
 
 
@@ -37,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--force", action="store_true", help="redo rows already in the results file")
     p.add_argument("--list-tasks", action="store_true", help="print the available tasks and exit")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (also: MODERNBERT_DEBUG=1)")
     return p
 
 
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from .targets import TargetError
     from .tasks import TaskError, UnknownTask
 
+    args.debug = debug_requested(args.debug)
     try:
         return run(args)
     except (UsageError, TargetError, UnknownTask, TaskError, ExportError, BusyError) as err:
