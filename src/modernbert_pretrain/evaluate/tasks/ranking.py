@@ -1,12 +1,14 @@
-"""Ranking metrics for one relevant document per query (the embedded code-search task).
-
-Kept here, small and self-contained, so the embedded tasks do not depend on the GLUE/retrieval metrics module.
+"""Ranking metrics for one relevant document per query (the embedded code-search task), stated as the rank
+of that document and scored with the evaluation's one nDCG/MRR definition (``evaluate.metrics``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+
+from .. import metrics
+
+_POSITIVE = "+"
 
 
 def rank_of_positive(scores: Sequence[float], positive: int) -> int:
@@ -16,13 +18,18 @@ def rank_of_positive(scores: Sequence[float], positive: int) -> int:
     return 1 + sum(1 for i, s in enumerate(scores) if i != positive and s >= target)
 
 
+def _ranked(rank: int, k: int) -> list[str]:
+    """A ranked list with the single relevant document at ``rank`` (cut after k + 1 entries)."""
+    return ["-"] * (min(rank, k + 1) - 1) + [_POSITIVE]
+
+
 def ndcg_at_k(rank: int, k: int = 10) -> float:
-    """nDCG@k with a single relevant document: 1 / log2(rank + 1) inside the top k, else 0 (the ideal DCG is 1)."""
-    return 1.0 / math.log2(rank + 1) if rank <= k else 0.0
+    """nDCG@k with a single relevant document at ``rank``: 1 / log2(rank + 1) inside the top k, else 0."""
+    return metrics.ndcg_at_k(_ranked(rank, k), {_POSITIVE}, k)
 
 
 def mrr_at_k(rank: int, k: int = 10) -> float:
-    return 1.0 / rank if rank <= k else 0.0
+    return metrics.mrr_at_k(_ranked(rank, k), {_POSITIVE}, k)
 
 
 def ranking_metrics(ranks: Sequence[int], k: int = 10) -> dict[str, float]:
