@@ -29,6 +29,7 @@ import torch
 
 from .checkpoints import (
     LATEST,
+    METADATA_NAME,
     CheckpointError,
     build_model,
     describe,
@@ -43,7 +44,6 @@ from .schema import debug_requested
 
 log = logging.getLogger(__name__)
 
-METADATA_NAME = "training_metadata.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Weight dtypes of an exported safetensors file, by name."""
 # `.tmp-<folder>-pid<pid>@<host>-<random>`: the owner's pid and host tell a killed export's leftovers from a
