@@ -144,12 +144,10 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Step, tokens, LR, phase and configs of a loaded checkpoint."""
+    """Step, tokens (phase-local and over all phases), LR, phase chain and configs of a loaded checkpoint."""
     state = ckpt["state"]
     info = run_info(ckpt)
-    stamp = state.get("timestamp", {}) or {}
-    stamp = stamp.get("Timestamp", stamp)
-    step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
+    step, tokens = _clock(state)
     lr = None
     for optim in (state.get("optimizers") or {}).values():
         groups = optim.get("param_groups") or []
@@ -195,9 +193,9 @@ def prior_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     info = (ckpt["state"].get("callbacks") or {}).get("RunInfo")
     if not info:
         return unknown_prior(ckpt.get("_path"))
-    d = describe(ckpt)
-    return {"tokens_seen": d["total_tokens_seen"], "steps": d["total_steps"], "phases": d["phases"],
-            "source": d["checkpoint"]}
+    totals = cumulative(info, *_clock(ckpt["state"]))
+    return {"tokens_seen": totals["total_tokens_seen"], "steps": totals["total_steps"], "phases": totals["phases"],
+            "source": ckpt.get("_path")}
 
 
 def prior_of_hf_folder(folder: Path, source: str) -> dict[str, Any]:
@@ -223,10 +221,17 @@ def prior_of_hf_folder(folder: Path, source: str) -> dict[str, Any]:
 def describe_prior(prior: dict[str, Any]) -> str:
     """One phrase for the log: how many tokens the loaded model had seen."""
     if prior.get("tokens_seen") is None:
-        return ("tokens seen before this run: unknown (it records no token count of this framework), so "
+        return ("tokens seen before this run: unknown (the loaded weights do not record it), so "
                 "total_tokens_seen is null in this run's checkpoints and exports")
     phases = ", ".join("?" if p is None else str(p) for p in prior.get("phases") or []) or "-"
     return f"tokens seen before this run: {prior['tokens_seen']} (phases: {phases})"
+
+
+def _clock(state: dict[str, Any]) -> tuple[int, int]:
+    """(step, tokens) of the run's own clock at the checkpoint."""
+    stamp = state.get("timestamp", {}) or {}
+    stamp = stamp.get("Timestamp", stamp)
+    return _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
 
 
 def _time_value(value) -> int:
