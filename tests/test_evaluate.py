@@ -159,6 +159,49 @@ def test_lower_is_better_picks_the_smallest_median():
     assert R.summarize(rows)[0]["hparams"] == {"lr": 2}
 
 
+def _phase_model(root: Path, phase: str, step: int, tokens: int, total: int) -> Path:
+    folder = root / f"step{step}-tok{tokens}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "training_metadata.json").write_text(json.dumps(
+        {"phase": phase, "step": step, "tokens_seen": tokens, "total_tokens_seen": total}))
+    return folder
+
+
+def test_two_phases_sort_and_plot_by_tokens_seen_over_all_phases(tmp_path):
+    """Phase 2 restarts its clock: its checkpoint has 8192 tokens of its own but 32768 in all."""
+    root = tmp_path / "hf"
+    _phase_model(root, "p1", 6, 24576, 24576)
+    _phase_model(root, "p2", 2, 8192, 24576 + 8192)
+    models = resolve_target(str(root))
+    assert [m.phase for m in models] == ["p1", "p2"]
+    assert [(m.tokens_seen, m.total_tokens_seen) for m in models] == [(24576, 24576), (8192, 32768)]
+    rows = run_plan(_plan(tmp_path, CountingTask(), [m.folder for m in models], seeds=(0,)))
+    assert [(r["tokens_seen"], r["total_tokens_seen"]) for r in rows[::2]] == [(24576, 24576), (8192, 32768)]
+    summary = R.summarize(rows)
+    assert [s["phase"] for s in summary] == ["p1", "p2"]
+    assert [s["tokens"] for s in R.trajectories(summary)["stub/score"]] == [24576, 32768]
+    table = report(rows, tmp_path / "out")
+    assert "| stub/score | step2-tok8192 | 32.8k |" in table
+    assert table.index("step6-tok24576") < table.index("step2-tok8192")
+    assert (tmp_path / "out" / R.PLOT_NAME).is_file()
+
+
+def test_rows_without_a_cumulative_count_still_load_and_use_the_phase_count(tmp_path):
+    models = [_model(tmp_path, "step10-tok1000", 1000), _model(tmp_path, "step20-tok2000", 2000)]
+    run_plan(_plan(tmp_path, CountingTask(), models, seeds=(0,)))
+    path = tmp_path / "out" / R.RESULTS_NAME
+    old = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in old:
+        del row["total_tokens_seen"]  # as written before the field existed
+    path.write_text("".join(json.dumps(row) + "\n" for row in old))
+    rows = list(R.ResultsFile(path).rows.values())
+    assert len(rows) == 4
+    summary = R.summarize(rows)
+    assert [s["tokens"] for s in summary] == [1000, 2000]
+    assert "| stub/score | step20-tok2000 | 2k |" in R.markdown_table(summary)
+
+
 # ----------------------------------------------------------------------------- targets and tasks
 def test_export_root_is_every_step_tok_folder_in_token_order(tmp_path):
     _model(tmp_path, "step20-tok2000", 2000)

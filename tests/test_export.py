@@ -257,3 +257,70 @@ def test_export_folder_that_is_a_file_is_refused_before_training(smoke_workdir, 
                                                        "export.interval=checkpoint"])
     with pytest.raises(ConfigError, match=f"export.folder: {target} is a file"):
         check_paths(cfg, strict=True)
+
+
+# ----------------------------------------------------------------------------- counts across phases
+def _meta(folder):
+    return json.loads((folder / "training_metadata.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def phase2_dir(run_dir, tmp_path_factory):
+    """Phase 2 (load_from phase 1's run folder, whose latest checkpoint is step 6, 24576 tokens): 2 steps of
+    8 x 512 tokens, then the same run resumed and extended by one step."""
+    out = tmp_path_factory.mktemp("phase2")
+    common = ["eval=null", f"save.folder={out}/ckpt", "save.interval=1ba", f"export.folder={out}/hf-callback",
+              "export.interval=checkpoint"]
+    first = run_train("smoke/phase2.yaml", run_dir, "max_tokens=8192", *common)
+    run_train("smoke/phase2.yaml", run_dir, "max_tokens=12288", *common)
+    return out, first
+
+
+def test_phase_two_exports_count_phase_one_tokens(phase2_dir, tmp_path):
+    out, first = phase2_dir
+    assert "tokens seen before this run: 24576 (phases: smoke-phase1)" in first.stderr
+    ckpts = list_checkpoints(out / "ckpt")
+    assert [c.name.split("-")[0] for c in ckpts] == ["ba1", "ba2", "ba3"]
+    folder, _ = export_checkpoint(ckpts[1], tmp_path)
+    meta = _meta(folder)
+    # the phase-local fields and the folder name stay as they were
+    assert folder.name == "step2-tok8192" and meta["step"] == 2 and meta["tokens_seen"] == 8192
+    assert meta["total_tokens_seen"] == 24576 + 8192 and meta["total_steps"] == 6 + 2
+    assert meta["phases"] == ["smoke-phase1", "smoke-phase2"]
+    # the step after the resume keeps the prior the run started with
+    resumed = _meta(export_checkpoint(ckpts[2], tmp_path)[0])
+    assert resumed["tokens_seen"] == 12288 and resumed["total_tokens_seen"] == 24576 + 12288
+    # the export written during training says the same
+    for name, total in (("step2-tok8192", 24576 + 8192), ("step3-tok12288", 24576 + 12288)):
+        assert _meta(out / "hf-callback" / name)["total_tokens_seen"] == total, name
+
+
+def test_phase_one_total_equals_its_own_count(run_dir, tmp_path):
+    meta = _meta(export_checkpoint(_ckpts(run_dir)[-1], tmp_path)[0])
+    assert meta["total_tokens_seen"] == meta["tokens_seen"] == 24576 and meta["total_steps"] == 6
+    assert meta["phases"] == ["smoke-phase1"]
+    assert _meta(run_dir / "hf-callback" / "step6-tok24576")["total_tokens_seen"] == 24576
+
+
+def test_checkpoints_without_a_recorded_prior_still_export(run_dir, phase2_dir, tmp_path):
+    """Checkpoints written before the prior was recorded: a run without load_from counts from 0; one with
+    load_from has an unknown total (null), never a phase-local count passed off as cumulative."""
+    out, _ = phase2_dir
+    for source, name, expected in ((_ckpts(run_dir)[-1], "ba6-old.pt", 24576),
+                                   (list_checkpoints(out / "ckpt")[1], "ba2-old.pt", None)):
+        ckpt = torch.load(source, map_location="cpu", weights_only=False)
+        del ckpt["state"]["callbacks"]["RunInfo"]["prior"]
+        old = tmp_path / name
+        torch.save(ckpt, old)
+        meta = _meta(export_checkpoint(old, tmp_path / name.replace(".pt", ""))[0])
+        assert meta["total_tokens_seen"] == expected, name
+
+
+def test_init_from_starts_a_new_count(run_dir):
+    """Tiling makes a new, larger model: its count starts at 0 although the tiled source had seen 24576 tokens."""
+    from modernbert_pretrain.config import load
+    from modernbert_pretrain.train.builder import start_model
+
+    _, cfg = load(ROOT / "yamls/smoke/large/phase1.yaml", [f"workdir={run_dir}"])
+    _, _, prior = start_model(cfg, resuming=False)
+    assert prior["tokens_seen"] == 0 and prior["steps"] == 0 and prior["phases"] == []

@@ -10,7 +10,7 @@ import transformers
 from modernbert_pretrain.config import load
 from modernbert_pretrain.export import write_folder
 from modernbert_pretrain.schema import ConfigError
-from modernbert_pretrain.train.builder import build_model
+from modernbert_pretrain.train.builder import build_model, start_model
 from modernbert_pretrain.train.preflight import check_paths
 
 from .model_helpers import perturbed_model
@@ -64,6 +64,39 @@ def test_our_exported_folder_loads(smoke_workdir, tmp_path):
                                              "load_from.weights_only=true"), resuming=False)
     assert optim_state is None
     _assert_loaded(model, source.state_dict())
+
+
+@pytest.mark.parametrize("meta, prior", [
+    # an export of a phase-2 checkpoint: its totals carry on
+    ({"phase": "p2", "step": 7, "tokens_seen": 700, "total_tokens_seen": 1700, "total_steps": 17,
+      "phases": ["p1", "p2"]}, {"tokens_seen": 1700, "steps": 17, "phases": ["p1", "p2"]}),
+    # an export written before totals were recorded, of a run without load_from: its own count
+    ({"phase": "p1", "step": 7, "tokens_seen": 700, "train_config": {"load_from": None}},
+     {"tokens_seen": 700, "steps": 7, "phases": ["p1"]}),
+    # ... and of a run with load_from: unknown
+    ({"phase": "p2", "step": 7, "tokens_seen": 700, "train_config": {"load_from": {"path": "x"}}},
+     {"tokens_seen": None, "steps": None, "phases": [None, "p2"]}),
+])
+def test_our_exported_folder_gives_the_tokens_seen_before(smoke_workdir, tmp_path, meta, prior):
+    folder, _ = write_folder(perturbed_model(), {**meta, "checkpoint": "memory"}, tmp_path)
+    _, _, got = start_model(_config(smoke_workdir, f"load_from.path={folder}", "load_from.weights_only=true"),
+                            resuming=False)
+    assert got == {**prior, "source": str(folder)}
+
+
+def test_released_weights_have_an_unknown_prior_and_say_so(smoke_workdir, tmp_path, caplog):
+    _transformers_folder(tmp_path / "released")
+    with caplog.at_level("INFO"):
+        _, _, prior = start_model(_config(smoke_workdir, f"load_from.path={tmp_path / 'released'}"), resuming=False)
+    assert prior["tokens_seen"] is None and prior["steps"] is None and prior["phases"] == [None]
+    line = next(r.getMessage() for r in caplog.records if "loaded the weights of the Hugging Face model" in
+                r.getMessage())
+    assert "tokens seen before this run: unknown" in line and "total_tokens_seen is null" in line
+
+
+def test_a_fresh_run_counts_from_zero(smoke_workdir):
+    _, _, prior = start_model(_config(smoke_workdir), resuming=False)
+    assert prior == {"tokens_seen": 0, "steps": 0, "phases": [], "source": None}
 
 
 def test_untied_folder_needs_an_untied_run(smoke_workdir, tmp_path):

@@ -5,6 +5,8 @@ import shutil
 
 import torch
 
+from modernbert_pretrain.checkpoints import describe, load_checkpoint
+
 from .train_helpers import metrics, run_train
 
 # Phase 1 shrunk further for the test: 10 steps of batch-size warmup (8 -> 16 -> 24 -> 32), then 32 x 128.
@@ -49,6 +51,12 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 1e-5]
     info = ckpt["state"]["callbacks"]["RunInfo"]
     assert info["model_config"]["global_rope_theta"] == 160000.0
+
+    # Phase 3's checkpoint counts the tokens of all three phases; each clock alone restarts at 0.
+    ends = [describe(load_checkpoint(work / f"checkpoints/smoke-phase{i}")) for i in (1, 2, 3)]
+    assert ends[2]["total_tokens_seen"] == sum(e["tokens_seen"] for e in ends) > ends[2]["tokens_seen"]
+    assert ends[2]["total_steps"] == sum(e["step"] for e in ends)
+    assert ends[2]["phases"] == ["smoke-phase1", "smoke-phase2", "smoke-phase3"]
 
     # Tiled init (the large recipe, shrunk): tiny-large from the trained tiny base starts far below random.
     tiled, rand = work / "tiled.jsonl", work / "random.jsonl"

@@ -8,6 +8,7 @@ A checkpoint is read as the plain dict Composer wrote; this module imports no Co
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -23,6 +24,8 @@ from .schema import ConfigError
 log = logging.getLogger(__name__)
 
 LATEST = "latest-rank0.pt"
+METADATA_NAME = "training_metadata.json"
+"""The metadata file of an exported folder (written by export.py)."""
 _CKPT_RE = re.compile(r"ba(\d+)")
 
 
@@ -141,20 +144,94 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def describe(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Step, tokens, LR, phase and configs of a loaded checkpoint."""
+    """Step, tokens (phase-local and over all phases), LR, phase chain and configs of a loaded checkpoint."""
     state = ckpt["state"]
     info = run_info(ckpt)
-    stamp = state.get("timestamp", {}) or {}
-    stamp = stamp.get("Timestamp", stamp)
-    step, tokens = _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
+    step, tokens = _clock(state)
     lr = None
     for optim in (state.get("optimizers") or {}).values():
         groups = optim.get("param_groups") or []
         if groups:
             lr = float(groups[0].get("lr"))
-    return {"phase": info.get("phase"), "step": step, "tokens_seen": tokens, "lr": lr,
-            "model_config": info["model_config"], "tokenizer": info.get("tokenizer"),
+    return {"phase": info.get("phase"), "step": step, "tokens_seen": tokens, **cumulative(info, step, tokens),
+            "lr": lr, "model_config": info["model_config"], "tokenizer": info.get("tokenizer"),
             "train_config": info.get("train_config"), "checkpoint": ckpt.get("_path")}
+
+
+# ------------------------------------------------------------------ counts across phases
+# Each phase is a new run whose Composer clock starts at 0. A run records in its run info (`prior`) what the
+# model it started from had seen before it: {"tokens_seen", "steps", "phases", "source"}, null counts when
+# unknown. Totals are prior + the run's own clock, so they chain over any number of phases.
+FRESH = {"tokens_seen": 0, "steps": 0, "phases": [], "source": None}
+"""The prior of a run that starts from scratch, or from init_from (a tiled model starts a new count)."""
+
+
+def unknown_prior(source: str | None) -> dict[str, Any]:
+    """Weights of unknown history: counts null; the phase chain starts with a null for the unknown phases."""
+    return {"tokens_seen": None, "steps": None, "phases": [None], "source": source}
+
+
+def _legacy_prior(train_config: dict | None) -> dict[str, Any]:
+    """For run info written before `prior` was recorded: a run without load_from started from scratch; one with
+    load_from had a history nobody wrote down."""
+    load_from = (train_config or {}).get("load_from")
+    return FRESH if not load_from else unknown_prior(None)
+
+
+def cumulative(info: dict[str, Any], step: int, tokens: int) -> dict[str, Any]:
+    """total_tokens_seen, total_steps (null when the prior is unknown) and the phase chain, oldest first, of a
+    model at phase-local `step` and `tokens` of the run described by `info` (run info or export metadata)."""
+    prior = info.get("prior") or _legacy_prior(info.get("train_config"))
+    before_tokens, before_steps = prior.get("tokens_seen"), prior.get("steps")
+    return {"total_tokens_seen": None if before_tokens is None else before_tokens + tokens,
+            "total_steps": None if before_steps is None else before_steps + step,
+            "phases": [*prior.get("phases", []), info.get("phase")]}
+
+
+def prior_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a run that starts from this checkpoint of ours has seen before it: the checkpoint's totals."""
+    info = (ckpt["state"].get("callbacks") or {}).get("RunInfo")
+    if not info:
+        return unknown_prior(ckpt.get("_path"))
+    totals = cumulative(info, *_clock(ckpt["state"]))
+    return {"tokens_seen": totals["total_tokens_seen"], "steps": totals["total_steps"], "phases": totals["phases"],
+            "source": ckpt.get("_path")}
+
+
+def prior_of_hf_folder(folder: Path, source: str) -> dict[str, Any]:
+    """The same for a Hugging Face folder: known when it is one of our exports (its training_metadata.json),
+    unknown otherwise (released weights)."""
+    path = folder / METADATA_NAME
+    try:
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        meta = {}
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or \
+            not isinstance(meta.get("tokens_seen"), int):
+        return unknown_prior(source)
+    if "total_tokens_seen" in meta:
+        totals = {k: meta.get(k) for k in ("total_tokens_seen", "total_steps", "phases")}
+        totals["phases"] = totals["phases"] or [None, meta.get("phase")]
+    else:  # an export written before totals were recorded
+        totals = cumulative(meta, meta["step"], meta["tokens_seen"])
+    return {"tokens_seen": totals["total_tokens_seen"], "steps": totals["total_steps"],
+            "phases": totals["phases"], "source": source}
+
+
+def describe_prior(prior: dict[str, Any]) -> str:
+    """One phrase for the log: how many tokens the loaded model had seen."""
+    if prior.get("tokens_seen") is None:
+        return ("tokens seen before this run: unknown (the loaded weights do not record it), so "
+                "total_tokens_seen is null in this run's checkpoints and exports")
+    phases = ", ".join("?" if p is None else str(p) for p in prior.get("phases") or []) or "-"
+    return f"tokens seen before this run: {prior['tokens_seen']} (phases: {phases})"
+
+
+def _clock(state: dict[str, Any]) -> tuple[int, int]:
+    """(step, tokens) of the run's own clock at the checkpoint."""
+    stamp = state.get("timestamp", {}) or {}
+    stamp = stamp.get("Timestamp", stamp)
+    return _time_value(stamp.get("batch")), _time_value(stamp.get("token"))
 
 
 def _time_value(value) -> int:
@@ -217,9 +294,11 @@ _BEHAVIOUR_FIELDS = ("global_rope_theta", "local_rope_theta", "local_attention",
                      "hidden_activation", "norm_eps", "max_position_embeddings")
 
 
-def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: str, weights_only: bool) -> None:
+def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: str,
+                            weights_only: bool) -> dict[str, Any]:
     """load_from with a Hugging Face folder: its weights go into this run's model (the YAML's config stays in
-    charge); the optimizer starts fresh, as such a folder holds no moments."""
+    charge); the optimizer starts fresh, as such a folder holds no moments. Returns the run's prior (what the
+    folder's model had seen, when it is one of our exports)."""
     try:
         pretrained = ModernBertForMaskedLM.from_pretrained(folder)
     except (OSError, ValueError) as err:
@@ -239,8 +318,10 @@ def load_pretrained_weights(model: ModernBertForMaskedLM, folder: Path, source: 
     if differ:
         log.warning("load_from: this run's model config differs from %s's and is used: %s", source, "; ".join(differ))
     note = "" if weights_only else " (load_from.weights_only: false, but there are no moments to load)"
+    prior = prior_of_hf_folder(folder, source)
     log.warning("load_from: loaded the weights of the Hugging Face model %s (%s); optimizer moments start fresh, "
-                "as a Hugging Face folder holds none%s", source, folder, note)
+                "as a Hugging Face folder holds none%s; %s", source, folder, note, describe_prior(prior))
+    return prior
 
 
 def _hf_file(folder: Path, err: BaseException) -> Path:

@@ -3,10 +3,10 @@
     python -m modernbert_pretrain.export <checkpoint file or run folder> <out dir> [--all] [--dtype float32|bfloat16]
 
 Each checkpoint becomes `<out dir>/step<batch>-tok<tokens>/` with config.json, model.safetensors, the
-tokenizer files and training_metadata.json (phase, step, tokens seen, LR, training YAML). A folder is
-written under a temporary name and renamed when complete, so a partial export never looks complete;
-the temporary folder of an export that was killed is removed by the next export into the same folder.
-Files get the permissions the umask gives. The last line printed is the path of the (last) exported folder.
+tokenizer files and training_metadata.json (phase, step, tokens seen in the phase and over all phases, LR,
+training YAML). A folder is written under a temporary name and renamed when complete, so a partial export
+never looks complete; the temporary folder of an export that was killed is removed by the next export into the
+same folder. Files get the permissions the umask gives. The last line printed is the path of the (last) exported folder.
 Errors are one line and exit code 2 (`--debug` or MODERNBERT_DEBUG=1 also prints the traceback).
 """
 
@@ -29,6 +29,7 @@ import torch
 
 from .checkpoints import (
     LATEST,
+    METADATA_NAME,
     CheckpointError,
     build_model,
     describe,
@@ -43,7 +44,6 @@ from .schema import debug_requested
 
 log = logging.getLogger(__name__)
 
-METADATA_NAME = "training_metadata.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Weight dtypes of an exported safetensors file, by name."""
 # `.tmp-<folder>-pid<pid>@<host>-<random>`: the owner's pid and host tell a killed export's leftovers from a

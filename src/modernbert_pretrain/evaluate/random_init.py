@@ -46,8 +46,8 @@ def write_random_init(like: str | Path, out_root: str | Path, *, seed: int = 0) 
     try:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(like).save_pretrained(tmp)
-        meta = {"phase": RANDOM_PHASE, "step": 0, "tokens_seen": 0, "random_init_of": str(like.resolve()),
-                "seed": seed}
+        meta = {"phase": RANDOM_PHASE, "step": 0, "tokens_seen": 0, "total_tokens_seen": 0,
+                "random_init_of": str(like.resolve()), "seed": seed}
         (tmp / METADATA_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         try:
             tmp.rename(target)

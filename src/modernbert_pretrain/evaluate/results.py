@@ -99,12 +99,21 @@ def summarize(rows: list[dict]) -> list[dict]:
                 refs = [r["metrics"][ref_key] for r in point_rows if ref_key and ref_key in r["metrics"]]
                 first = point_rows[0]
                 best = {"model": model, "checkpoint": first["checkpoint"], "tokens_seen": first["tokens_seen"],
+                        "total_tokens_seen": first.get("total_tokens_seen"), "tokens": _cumulative(first),
                         "phase": first["phase"], "step": first["step"], "task": task, "metric": first["metric"],
                         "median": med, "min": min(values), "max": max(values), "seeds": len(values),
                         "hparams": json.loads(hp), "grid_points": len(points),
                         "reference": ref_key, "reference_value": statistics.median(refs) if refs else None}
         out.append(best)
-    return sorted(out, key=lambda s: (s["task"], s["tokens_seen"] is None, s["tokens_seen"] or 0, s["checkpoint"]))
+    return sorted(out, key=lambda s: (s["task"], s["tokens"] is None, s["tokens"] or 0, s["step"] or 0,
+                                      s["checkpoint"]))
+
+
+def _cumulative(row: dict) -> int | None:
+    """Tokens over every phase when the row has them (rows written before they were recorded have not), else the
+    checkpoint's phase-local count."""
+    total = row.get("total_tokens_seen")
+    return total if total is not None else row.get("tokens_seen")
 
 
 def _tokens(value) -> str:
@@ -125,18 +134,25 @@ def markdown_table(summary: list[dict]) -> str:
         if s["grid_points"] > 1:
             hp += f" (of {s['grid_points']})"
         ref = f"{s['reference']} {s['reference_value']:.3f}" if s["reference_value"] is not None else "-"
-        lines.append(f"| {s['task']} | {s['checkpoint']} | {_tokens(s['tokens_seen'])} | {s['metric']} | "
+        lines.append(f"| {s['task']} | {s['checkpoint']} | {_tokens(s['tokens'])} | {s['metric']} | "
                      f"{s['median']:.3f} | {s['min']:.3f} - {s['max']:.3f} | {s['seeds']} | {hp} | {ref} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], path: Path) -> bool:
-    """Each task's median score (min-max as error bars) against tokens seen; False when fewer than two
-    checkpoints with a known token count were evaluated."""
+def trajectories(summary: list[dict]) -> dict[str, list[dict]]:
+    """Per task, the summary entries with a known token count, in the order the plot draws them: by tokens seen
+    over all phases (phase-local counts restart at 0 in each phase)."""
     by_task: dict[str, list[dict]] = defaultdict(list)
     for s in summary:
-        if s["tokens_seen"] is not None:
+        if s["tokens"] is not None:
             by_task[s["task"]].append(s)
+    return {task: sorted(pts, key=lambda s: (s["tokens"], s["step"] or 0)) for task, pts in sorted(by_task.items())}
+
+
+def plot(summary: list[dict], path: Path) -> bool:
+    """Each task's median score (min-max as error bars) against tokens seen over all phases; False when fewer
+    than two checkpoints with a known token count were evaluated."""
+    by_task = trajectories(summary)
     if not any(len({s["model"] for s in v}) >= 2 for v in by_task.values()):
         return False
     import matplotlib
@@ -144,11 +160,9 @@ def plot(summary: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted(by_task)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        pts = sorted(by_task[task], key=lambda s: s["tokens_seen"])
-        x = [s["tokens_seen"] for s in pts]
+    fig, axes = plt.subplots(1, len(by_task), figsize=(4.2 * len(by_task), 3.4), squeeze=False)
+    for ax, (task, pts) in zip(axes[0], by_task.items()):
+        x = [s["tokens"] for s in pts]
         y = [s["median"] for s in pts]
         err = [[s["median"] - s["min"] for s in pts], [s["max"] - s["median"] for s in pts]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3)
@@ -157,7 +171,7 @@ def plot(summary: list[dict], path: Path) -> bool:
             ax.axhline(statistics.median(refs), color="grey", linestyle="--", label=pts[0]["reference"])
             ax.legend(fontsize=7)
         ax.set_title(task, fontsize=9)
-        ax.set_xlabel("tokens seen")
+        ax.set_xlabel("tokens seen (all phases)")
         ax.set_ylabel(pts[0]["metric"])
         ax.grid(alpha=0.3)
     fig.tight_layout()

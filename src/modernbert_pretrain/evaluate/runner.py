@@ -61,7 +61,8 @@ class Plan:
 def _row(model: ModelRef, task: TaskSpec, hparams: dict, seed: int, metrics: dict, seconds: float,
          device: str) -> dict:
     return {"model": str(model.folder), "checkpoint": model.name, "phase": model.phase, "step": model.step,
-            "tokens_seen": model.tokens_seen, "task": task.name, "family": task.family, "metric": task.metric,
+            "tokens_seen": model.tokens_seen, "total_tokens_seen": model.total_tokens_seen, "task": task.name,
+            "family": task.family, "metric": task.metric,
             "value": float(metrics[task.metric]), "higher_is_better": task.higher_is_better,
             "reference": task.reference, "metrics": {k: float(v) for k, v in metrics.items()}, "seed": seed,
             "hparams": hparams, "seconds": round(seconds, 2), "device": device,

@@ -26,14 +26,23 @@ class ModelRef:
     phase: str | None
     step: int | None
     tokens_seen: int | None
+    """Tokens seen in the checkpoint's own phase (its run's clock)."""
+    total_tokens_seen: int | None = None
+    """Tokens seen over every phase the model went through; None when unknown or not recorded."""
 
     @property
     def name(self) -> str:
         return self.folder.name
 
+    @property
+    def tokens(self) -> int | None:
+        """The count trajectories are drawn against: cumulative when known, else the phase-local one."""
+        return self.total_tokens_seen if self.total_tokens_seen is not None else self.tokens_seen
+
 
 def describe_folder(folder: Path) -> ModelRef:
-    """Phase, step and tokens seen from the exporter's training_metadata.json (None when absent)."""
+    """Phase, step and tokens seen (phase-local and cumulative) from the exporter's training_metadata.json (None
+    when absent)."""
     meta: dict = {}
     path = folder / METADATA_NAME
     if path.is_file():
@@ -41,7 +50,13 @@ def describe_folder(folder: Path) -> ModelRef:
             meta = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise TargetError(f"{path} is not valid JSON ({err}); re-export the checkpoint") from err
-    return ModelRef(folder.resolve(), meta.get("phase"), meta.get("step"), meta.get("tokens_seen"))
+    return ModelRef(folder.resolve(), meta.get("phase"), meta.get("step"), meta.get("tokens_seen"),
+                    meta.get("total_tokens_seen"))
+
+
+def in_token_order(models: list[ModelRef]) -> list[ModelRef]:
+    """Oldest first by cumulative tokens (an export root may hold several phases' folders), unknown counts last."""
+    return sorted(models, key=lambda m: (m.tokens is None, m.tokens or 0, m.step or 0, m.name))
 
 
 def export_folders(root: Path) -> list[Path]:
@@ -104,10 +119,10 @@ def resolve_target(target: str, *, export_dir: str | None = None) -> list[ModelR
     if path.is_dir():
         folders = export_folders(path)
         if folders:
-            return [describe_folder(f) for f in folders]
+            return in_token_order([describe_folder(f) for f in folders])
         if is_run_folder(path):
             out = Path(export_dir) if export_dir else default_export_dir(path)
-            return [describe_folder(f) for f in export_run(path, out)]
+            return in_token_order([describe_folder(f) for f in export_run(path, out)])
     raise TargetError(f"{target} is neither an exported model folder (no {CONFIG_NAME}), an export root (no "
                       "step*-tok* folders with a config.json) nor a run folder (no *.pt checkpoints); point to one")
 

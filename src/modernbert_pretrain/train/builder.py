@@ -53,36 +53,45 @@ def tokenizer_overrides(cfg: TrainConfig) -> dict[str, Any]:
 
 def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaskedLM, dict | None]:
     """Fresh, tiled (init_from) or continued (load_from) model, plus optimizer state to restore."""
+    model, optim, _ = start_model(cfg, resuming=resuming)
+    return model, optim
+
+
+def start_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaskedLM, dict | None, dict | None]:
+    """build_model, plus the run's prior (what the model had seen before this run; checkpoints.py `cumulative`).
+    The prior is None when resuming: the checkpoint's run info brings it back (RunInfo.load_state_dict)."""
     model_cfg = cfg.model_config(**tokenizer_overrides(cfg))
     torch.manual_seed(cfg.seed)
     model = ModernBertForMaskedLM(model_cfg)
     if resuming:
         ckpt_io.check_same_model(cfg.save.folder, model.config.to_dict())
-        return model, None  # Composer's autoresume restores everything
+        return model, None, None  # Composer's autoresume restores everything
     if cfg.init_from is not None:
         from ..model.tiling import tile_model
 
         source = ckpt_io.model_from_checkpoint(cfg.init_from.path)
-        log.info("tiling %s (%d params) -> %d params", cfg.init_from.path, source.num_parameters(),
-                 model.num_parameters())
+        log.info("tiling %s (%d params) -> %d params; the token count starts at 0 (a new model)",
+                 cfg.init_from.path, source.num_parameters(), model.num_parameters())
         try:
             model = tile_model(source, model_cfg)
         except ValueError as err:
             raise ConfigError(f"init_from: cannot tile {cfg.init_from.path} into model.preset={cfg.model.preset!r}: "
                               f"{err}") from err
-        return model, None
+        return model, None, dict(ckpt_io.FRESH)
     if cfg.load_from is not None:
         folder = ckpt_io.hf_folder(cfg.load_from.path, "load_from.path")
         if folder is not None:  # released weights: no optimizer moments
-            ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
-            return model, None
+            prior = ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
+            return model, None, prior
         ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
         load_into(model, ckpt_io.model_state(ckpt))
         optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)
-        log.info("loaded weights%s from %s", "" if optim is None else " and optimizer moments", ckpt["_path"])
+        prior = ckpt_io.prior_of_checkpoint(ckpt)
+        log.info("loaded weights%s from %s; %s", "" if optim is None else " and optimizer moments", ckpt["_path"],
+                 ckpt_io.describe_prior(prior))
         del ckpt
-        return model, optim
-    return model, None
+        return model, optim, prior
+    return model, None, dict(ckpt_io.FRESH)
 
 
 def restore_optimizer(composer_model: ComposerMLM, optimizer, optim_state: dict, cfg: TrainConfig) -> None:
@@ -170,13 +179,16 @@ def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
     return cfg.precision
 
 
-def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_config: dict | None):
+def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_config: dict | None,
+                           prior: dict | None = None):
     info = {
         "model_config": model.config.to_dict(),
         "train_config": raw_config or {},
         "tokenizer": cfg.data.tokenizer,
         "phase": cfg.run_name,
     }
+    if prior is not None:
+        info["prior"] = prior
     # The loader's state (stream position, packer buffer, clock) is saved by Composer itself: the loader is a
     # DataLoader whose dataset exposes state_dict/load_state_dict (the seam: train/compat.py), so resume never
     # replays past batches.
@@ -226,7 +238,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     if resuming:
         log.info("autoresume: %s holds checkpoints of this run; continuing it", cfg.save.folder)
 
-    model, optim_state = build_model(cfg, resuming=resuming)
+    model, optim_state, prior = start_model(cfg, resuming=resuming)
     check_save_folder(cfg.save.folder, checkpoint_bytes(model))
     if on_gpu:
         model.cuda()
@@ -240,7 +252,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
-    callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config)
+    callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config, prior)
     callbacks += extra_callbacks
     kwargs: dict[str, Any] = {}
     if evaluator is not None:

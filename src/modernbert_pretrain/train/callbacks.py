@@ -25,7 +25,10 @@ class RunInfo(Callback):
         return dict(self.info)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # The running config is authoritative; keep the checkpoint's under `resumed_from`.
+        # The running config is authoritative; keep the checkpoint's under `resumed_from`. The prior (tokens seen
+        # before the run) was fixed when the run started: a resumed run has none of its own and keeps the saved one.
+        if "prior" in state and "prior" not in self.info:
+            self.info["prior"] = state["prior"]
         self.info.setdefault("resumed_from", state)
 
 
@@ -140,11 +143,14 @@ class HFExport(Callback):
             return
         from pathlib import Path
 
+        from ..checkpoints import cumulative
         from ..export import DTYPES, write_folder
 
         model = state.model.module.model if hasattr(state.model, "module") else state.model.model
-        meta = {"phase": self.phase, "step": int(state.timestamp.batch.value),
-                "tokens_seen": int(state.timestamp.token.value),
+        step, tokens = int(state.timestamp.batch.value), int(state.timestamp.token.value)
+        info = next((cb.info for cb in state.callbacks if isinstance(cb, RunInfo)),
+                    {"phase": self.phase, "train_config": self.train_config})
+        meta = {"phase": self.phase, "step": step, "tokens_seen": tokens, **cumulative(info, step, tokens),
                 "lr": float(state.optimizers[0].param_groups[0]["lr"]), "tokenizer": self.tokenizer,
                 "train_config": self.train_config, "checkpoint": None}
         folder, _ = write_folder(model, meta, Path(self.folder), dtype=DTYPES[self.dtype], tokenizer=self.tokenizer)
