@@ -10,7 +10,7 @@ import transformers
 from modernbert_pretrain.config import load
 from modernbert_pretrain.export import write_folder
 from modernbert_pretrain.schema import ConfigError
-from modernbert_pretrain.train.builder import build_model, start_model
+from modernbert_pretrain.train.builder import start_model
 from modernbert_pretrain.train.preflight import check_paths
 
 from .model_helpers import perturbed_model
@@ -48,7 +48,7 @@ def test_transformers_folder_gives_weights_and_fresh_moments(smoke_workdir, tmp_
     expected = _transformers_folder(tmp_path / "released")
     cfg = _config(smoke_workdir, f"load_from.path={tmp_path / 'released'}")
     with caplog.at_level("INFO"):
-        model, optim_state = build_model(cfg, resuming=False)
+        model, optim_state, _ = start_model(cfg, resuming=False)
     assert optim_state is None
     _assert_loaded(model, expected)
     assert model.config.global_rope_theta == 10000.0  # the YAML stays in charge ...
@@ -60,7 +60,7 @@ def test_our_exported_folder_loads(smoke_workdir, tmp_path):
     source = perturbed_model()
     meta = {"phase": "earlier", "step": 7, "tokens_seen": 700, "checkpoint": "memory"}
     folder, _ = write_folder(source, meta, tmp_path)
-    model, optim_state = build_model(_config(smoke_workdir, f"load_from.path={folder}",
+    model, optim_state, _ = start_model(_config(smoke_workdir, f"load_from.path={folder}",
                                              "load_from.weights_only=true"), resuming=False)
     assert optim_state is None
     _assert_loaded(model, source.state_dict())
@@ -103,8 +103,8 @@ def test_untied_folder_needs_an_untied_run(smoke_workdir, tmp_path):
     expected = _transformers_folder(tmp_path / "untied", tie_word_embeddings=False)
     cfg = _config(smoke_workdir, f"load_from.path={tmp_path / 'untied'}")
     with pytest.raises(ConfigError, match="tie_word_embeddings=False.*set model.tie_word_embeddings: false"):
-        build_model(cfg, resuming=False)
-    model, _ = build_model(_config(smoke_workdir, f"load_from.path={tmp_path / 'untied'}",
+        start_model(cfg, resuming=False)
+    model, _, _ = start_model(_config(smoke_workdir, f"load_from.path={tmp_path / 'untied'}",
                                    "model.tie_word_embeddings=false"), resuming=False)
     _assert_loaded(model, expected)
     assert model.decoder.weight is not model.model.embeddings.tok_embeddings.weight
@@ -113,7 +113,7 @@ def test_untied_folder_needs_an_untied_run(smoke_workdir, tmp_path):
 def test_wrong_size_is_one_config_error(smoke_workdir, tmp_path):
     _transformers_folder(tmp_path / "wide", hidden_size=128, num_attention_heads=8)
     with pytest.raises(ConfigError, match="does not fit this run's model.*hidden_size|shape"):
-        build_model(_config(smoke_workdir, f"load_from.path={tmp_path / 'wide'}"), resuming=False)
+        start_model(_config(smoke_workdir, f"load_from.path={tmp_path / 'wide'}"), resuming=False)
 
 
 def _hub_cache(cache, repo_id, source):
@@ -135,7 +135,7 @@ def test_hub_id_is_resolved_through_the_hub_cache_offline(smoke_workdir, tmp_pat
     cfg = _config(smoke_workdir, "load_from.path=acme/tiny-modernbert")
     assert cfg.load_from.path == "acme/tiny-modernbert"  # not turned into a path beside the YAML
     assert check_paths(cfg, strict=True) == []
-    model, optim_state = build_model(cfg, resuming=False)
+    model, optim_state, _ = start_model(cfg, resuming=False)
     assert optim_state is None
     _assert_loaded(model, expected)
 

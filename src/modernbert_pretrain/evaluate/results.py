@@ -15,6 +15,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from .targets import trajectory_tokens
+
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.md"
 PLOT_NAME = "scores_vs_tokens.png"
@@ -99,7 +101,8 @@ def summarize(rows: list[dict]) -> list[dict]:
                 refs = [r["metrics"][ref_key] for r in point_rows if ref_key and ref_key in r["metrics"]]
                 first = point_rows[0]
                 best = {"model": model, "checkpoint": first["checkpoint"], "tokens_seen": first["tokens_seen"],
-                        "total_tokens_seen": first.get("total_tokens_seen"), "tokens": _cumulative(first),
+                        "total_tokens_seen": first.get("total_tokens_seen"),
+                        "tokens": trajectory_tokens(first.get("total_tokens_seen"), first["tokens_seen"]),
                         "phase": first["phase"], "step": first["step"], "task": task, "metric": first["metric"],
                         "median": med, "min": min(values), "max": max(values), "seeds": len(values),
                         "hparams": json.loads(hp), "grid_points": len(points),
@@ -107,13 +110,6 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append(best)
     return sorted(out, key=lambda s: (s["task"], s["tokens"] is None, s["tokens"] or 0, s["step"] or 0,
                                       s["checkpoint"]))
-
-
-def _cumulative(row: dict) -> int | None:
-    """Tokens over every phase when the row has them (rows written before they were recorded have not), else the
-    checkpoint's phase-local count."""
-    total = row.get("total_tokens_seen")
-    return total if total is not None else row.get("tokens_seen")
 
 
 def _tokens(value) -> str:

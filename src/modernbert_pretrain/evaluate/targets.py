@@ -36,8 +36,13 @@ class ModelRef:
 
     @property
     def tokens(self) -> int | None:
-        """The count trajectories are drawn against: cumulative when known, else the phase-local one."""
-        return self.total_tokens_seen if self.total_tokens_seen is not None else self.tokens_seen
+        return trajectory_tokens(self.total_tokens_seen, self.tokens_seen)
+
+
+def trajectory_tokens(total: int | None, phase_local: int | None) -> int | None:
+    """The count trajectories are drawn against: tokens over every phase when known (exports and result rows
+    written before they were recorded have none), else the checkpoint's phase-local count."""
+    return total if total is not None else phase_local
 
 
 def describe_folder(folder: Path) -> ModelRef:

@@ -51,15 +51,10 @@ def tokenizer_overrides(cfg: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def build_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaskedLM, dict | None]:
-    """Fresh, tiled (init_from) or continued (load_from) model, plus optimizer state to restore."""
-    model, optim, _ = start_model(cfg, resuming=resuming)
-    return model, optim
-
-
 def start_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaskedLM, dict | None, dict | None]:
-    """build_model, plus the run's prior (what the model had seen before this run; checkpoints.py `cumulative`).
-    The prior is None when resuming: the checkpoint's run info brings it back (RunInfo.load_state_dict)."""
+    """Fresh, tiled (init_from) or continued (load_from) model, the optimizer state to restore, and the run's
+    prior (what the model had seen before this run; checkpoints.py `cumulative`). The prior is None when
+    resuming: the checkpoint's run info brings it back (RunInfo.load_state_dict)."""
     model_cfg = cfg.model_config(**tokenizer_overrides(cfg))
     torch.manual_seed(cfg.seed)
     model = ModernBertForMaskedLM(model_cfg)

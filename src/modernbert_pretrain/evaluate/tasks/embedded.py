@@ -55,9 +55,10 @@ class CodeSearchSettings:
 # ----------------------------------------------------------------------------- data
 @functools.lru_cache(maxsize=4)
 def _function_data(folder: str, stamp: tuple) -> tuple[list[C.FunctionPair], list[C.FunctionPair]]:
-    train = C.function_pairs(C.read_code(Path(folder) / "train.jsonl"))
+    train_docs = list(C.read_code(Path(folder) / "train.jsonl"))
+    train = C.function_pairs(train_docs)
     held_out = C.unseen(C.function_pairs(C.read_code(Path(folder) / "val.jsonl")),
-                        (text for _, text in C.read_code(Path(folder) / "train.jsonl")), train)
+                        (text for _, text in train_docs), train)
     return train, held_out
 
 
