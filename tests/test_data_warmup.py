@@ -59,7 +59,25 @@ def test_schedule_from_config_checks_the_world_size():
                      batch_size_warmup_start=768, batch_size_warmup_tokens="50B")
     schedule = batch_size_schedule(cfg, world_size=8)
     assert schedule.granularity == 768 and schedule.sizes[0] == 768 and schedule.full == 4608
-    with pytest.raises(DataConfigError, match=r"batch_size_warmup_start=768 is not a multiple .* = 480"):
-        batch_size_schedule(cfg.with_overrides(global_batch_size=4800), world_size=5)
     with pytest.raises(DataConfigError, match=r"global_batch_size=4608 is not a multiple .* = 672"):
         batch_size_schedule(cfg, world_size=7)
+
+
+def test_warmup_start_rounds_to_whole_microbatches_at_any_world_size(caplog):
+    """The warmup's first size is rounded up to whole microbatches on every rank, and the log says so;
+    the full batch is never changed (a partial microbatch there is still an error)."""
+    cfg = DataConfig(tokenizer="t", local="/m", seq_len=1024, device_microbatch_size=96, global_batch_size=4800,
+                     batch_size_warmup_start=768, batch_size_warmup_tokens="50B")
+    with caplog.at_level("WARNING"):
+        schedule = batch_size_schedule(cfg, world_size=5)  # unit 480: 768 -> 960
+    assert schedule.sizes[0] == 960 and schedule.full == 4800
+    assert "batch_size_warmup_start=768" in caplog.text and "starts at 960" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert batch_size_schedule(cfg, world_size=1).sizes[0] == 768
+    assert caplog.text == ""
+    # A start rounded up to the full batch means no warmup at that world size.
+    small = DataConfig(tokenizer="t", local="/m", seq_len=128, device_microbatch_size=8, global_batch_size=32,
+                       batch_size_warmup_start=8, batch_size_warmup_tokens=102400)
+    assert small.warmup_start_at(4) == 32 and batch_size_schedule(small, world_size=4).sizes == []
+    assert batch_size_schedule(small, world_size=2).sizes[0] == 16

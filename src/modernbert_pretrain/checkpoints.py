@@ -33,10 +33,17 @@ class CheckpointError(ValueError):
     """A path is not a checkpoint we can use; the message says what was expected."""
 
 
+def is_sharded(path: Path) -> bool:
+    """A torch.distributed.checkpoint folder: what Composer writes under `fsdp.state_dict_type: sharded`
+    (named `ep<epoch>-ba<batch>`, one `__<rank>_0.distcp` per rank beside `.metadata`)."""
+    return path.is_dir() and not path.is_symlink() and (path / ".metadata").is_file()
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
-    """Monolithic checkpoints of a run folder, oldest first (by batch number)."""
-    files = [p for p in folder.glob("*.pt") if p.is_file() and not p.is_symlink() and _CKPT_RE.search(p.name)]
-    return sorted(files, key=lambda p: int(_CKPT_RE.search(p.name).group(1)))
+    """Checkpoints of a run folder, monolithic files and sharded folders, oldest first (by batch number)."""
+    found = [p for p in folder.glob("*.pt") if p.is_file() and not p.is_symlink() and _CKPT_RE.search(p.name)]
+    found += [p for p in folder.iterdir() if is_sharded(p) and _CKPT_RE.search(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(_CKPT_RE.search(p.name).group(1)))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -343,6 +350,13 @@ def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
 
 def _loads(path: Path) -> bool:
     try:
+        if is_sharded(path):
+            # The metadata is written last, after every rank's shard (torch.distributed.checkpoint's
+            # FileSystemWriter.finish); a folder whose metadata reads is complete.
+            from torch.distributed.checkpoint import FileSystemReader
+
+            FileSystemReader(str(path)).read_metadata()
+            return True
         torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         return True
     except Exception:  # noqa: BLE001 - any failure means the file is not a usable checkpoint

@@ -198,6 +198,36 @@ class EvalConfig:
 
 
 @dataclass
+class FSDPConfig:
+    """Fully sharded data parallelism, on torch's FSDP2 (``fully_shard``) through Composer's FSDP2 path
+    (docs/architecture.md, "Data parallelism"). ``fsdp: {}`` takes every default; ``fsdp: null`` is DDP."""
+
+    reshard_after_forward: bool = True
+    """Free the gathered parameters after each forward (FULL_SHARD) or keep them until backward
+    (SHARD_GRAD_OP: faster, more memory)."""
+    state_dict_type: Literal["sharded", "full"] = "sharded"
+    """Checkpoints as one torch.distributed.checkpoint folder of per-rank shards, or one gathered file."""
+    activation_checkpointing: bool = False
+    """Recompute each wrapped block's activations in backward."""
+    mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = "DEFAULT"
+    """Composer's FSDP2 mixed-precision policy under amp_bf16 (DEFAULT: bf16 compute, fp32 gradient
+    reduction)."""
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP"] | None = None
+    """FSDP1's name for the same choice, accepted so that older YAMLs keep working: when given, it decides
+    ``reshard_after_forward`` (FULL_SHARD: true, SHARD_GRAD_OP: false)."""
+
+    def __post_init__(self) -> None:
+        if self.sharding_strategy is not None:
+            self.reshard_after_forward = self.sharding_strategy == "FULL_SHARD"
+
+    def composer_options(self) -> dict[str, Any]:
+        """Keyword arguments of Composer's FSDP2Config."""
+        return {"reshard_after_forward": self.reshard_after_forward, "state_dict_type": self.state_dict_type,
+                "activation_checkpointing": self.activation_checkpointing,
+                "mixed_precision": self.mixed_precision}
+
+
+@dataclass
 class LoggingConfig:
     """Observability."""
 
@@ -253,8 +283,8 @@ class TrainConfig:
     """torch.compile the model: auto compiles on GPU only."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Loggers."""
-    fsdp: dict[str, Any] | None = None
-    """Composer FSDP config (parallelism_config['fsdp']); null: DDP."""
+    fsdp: FSDPConfig | None = None
+    """Shard parameters, gradients and optimizer state over the ranks (FSDP2); null: DDP."""
 
     def __post_init__(self) -> None:
         if self.max_tokens <= 0:

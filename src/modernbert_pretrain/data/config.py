@@ -268,17 +268,26 @@ class DataConfig:
             raise DataConfigError(f"data.download_timeout: must be > 0, got {self.download_timeout}")
 
     def check_world_size(self, world_size: int) -> None:
-        """Every batch size, warmup start included, must be whole microbatches on every rank."""
+        """The full batch must be whole microbatches on every rank. The warmup's first size need not be:
+        `warmup_start_at` rounds it to whole microbatches at each world size."""
         unit = self.device_microbatch_size * world_size
-        for name in ("global_batch_size", "batch_size_warmup_start"):
-            size = getattr(self, name)
-            if size is not None and size % unit:
-                raise DataConfigError(
-                    f"data.{name}={size} is not a multiple of data.device_microbatch_size="
-                    f"{self.device_microbatch_size} x world size {world_size} = {unit} (not divisible by "
-                    f"device_microbatch_size x world_size, so some rank would run a partial microbatch); "
-                    f"change one of them"
-                )
+        if self.global_batch_size % unit:
+            raise DataConfigError(
+                f"data.global_batch_size={self.global_batch_size} is not a multiple of "
+                f"data.device_microbatch_size={self.device_microbatch_size} x world size {world_size} = {unit} "
+                f"(not divisible by device_microbatch_size x world_size, so some rank would run a partial "
+                f"microbatch); change one of them"
+            )
+
+    def warmup_start_at(self, world_size: int) -> int | None:
+        """The batch-size warmup's first global batch on ``world_size`` ranks: ``batch_size_warmup_start``
+        rounded up to whole microbatches on every rank (at most ``global_batch_size``), so one recipe runs at
+        any world size that divides its full batch. None: no warmup."""
+        start = self.batch_size_warmup_start
+        if start is None:
+            return None
+        unit = self.device_microbatch_size * world_size
+        return min(-(-start // unit) * unit, self.global_batch_size)
 
     # ---- derived views ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Composer dependencies in ``train/compat.py`` (this package imports no Composer).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from modernbert_pretrain.data.pipeline import BatchPipeline
 from modernbert_pretrain.data.source import RankLayout
 from modernbert_pretrain.data.tokenizer_info import TokenizerInfo, resolve_config, tokenizer_info
 from modernbert_pretrain.data.warmup import BatchSizeWarmup
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -218,9 +221,14 @@ def batch_size_schedule(cfg: DataConfig, world_size: int) -> BatchSizeWarmup:
     """The global batch-size schedule of ``cfg`` on ``world_size`` ranks (warmup or constant)."""
     cfg.check_world_size(world_size)
     granularity = cfg.device_microbatch_size * world_size
-    start = cfg.batch_size_warmup_start
+    start = cfg.warmup_start_at(world_size)
     if start is None:
         return BatchSizeWarmup.constant(cfg.global_batch_size, cfg.seq_len, granularity)
+    if start != cfg.batch_size_warmup_start:
+        log.warning("data.batch_size_warmup_start=%d is not whole microbatches (%d x world size %d): the warmup "
+                    "starts at %d sequences%s", cfg.batch_size_warmup_start, cfg.device_microbatch_size,
+                    world_size, start, " (no warmup: that is the full batch)" if start == cfg.global_batch_size
+                    else "")
     return BatchSizeWarmup(start, cfg.global_batch_size, int(cfg.batch_size_warmup_tokens), cfg.seq_len, granularity)
 
 

@@ -253,7 +253,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     if evaluator is not None:
         kwargs.update(eval_dataloader=evaluator, eval_interval=cfg.eval.interval)
     if cfg.fsdp is not None:
-        kwargs["parallelism_config"] = {"fsdp": dict(cfg.fsdp)}
+        kwargs["parallelism_config"] = fsdp_parallelism(cfg, model, world_size, optim_state is not None)
     trainer = Trainer(
         model=composer_model,
         train_dataloader=train_data_spec(loader),
@@ -281,6 +281,34 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     )
     _export_after_checkpoint(trainer.state.callbacks)
     return trainer
+
+
+def fsdp_parallelism(cfg: TrainConfig, model: ModernBertForMaskedLM, world_size: int,
+                     restores_moments: bool) -> dict[str, Any]:
+    """Composer's parallelism_config for `fsdp:`, always on FSDP2 (torch's fully_shard): FSDP1 is deprecated
+    upstream and cannot run without CUDA. See docs/architecture.md, "Data parallelism"."""
+    import os
+
+    from composer.utils.parallelism import FSDP2Config
+
+    from .compat import average_by_sum_on_gloo
+
+    if os.environ.get("FSDP_VERSION", "2") != "2":
+        raise ConfigError(f"FSDP_VERSION={os.environ['FSDP_VERSION']}: fsdp: runs on FSDP2 only (FSDP1 is "
+                          "deprecated upstream and needs CUDA); unset FSDP_VERSION or set it to 2")
+    if restores_moments:
+        # Composer's FSDP2 path swaps the optimizer's parameters for their shards and drops any state it
+        # holds (fsdp2_utils.update_optimizer_modules): the earlier phase's moments would vanish silently.
+        raise ConfigError("load_from: restoring optimizer moments under fsdp: is not supported yet (sharding "
+                          "would drop them); set load_from.weights_only: true, or train this phase with DDP "
+                          "(fsdp: null)")
+    uneven = [name for name, p in model.named_parameters() if p.shape[0] % world_size]
+    if uneven:
+        log.warning("fsdp: %d parameters do not split evenly over %d ranks (%s...); StableAdamW's per-tensor "
+                    "RMS is then a mean of shard means (torch 2.7 DTensor), a slightly different LR clip than "
+                    "DDP's", len(uneven), world_size, ", ".join(uneven[:3]))
+    average_by_sum_on_gloo()
+    return {"fsdp": FSDP2Config(**cfg.fsdp.composer_options())}
 
 
 def _export_after_checkpoint(callbacks: list) -> None:

@@ -163,6 +163,40 @@ def wrap_optimizer_step(optimizer, allow: Callable[[], bool], on_refused: Callab
     optimizer.step = guarded_step
 
 
+# ------------------------------------------------------------------------------- FSDP2 on gloo (CPU ranks)
+def average_by_sum_on_gloo() -> None:
+    """Let DTensor averages (``Partial("avg")``) run on gloo process groups as a sum divided by the group size.
+
+    Upstream: torch 2.7's DTensor reduces a pending average with ``all_reduce``/``reduce_scatter`` and
+    ``ReduceOp.AVG``, which NCCL has and gloo refuses ("Cannot use ReduceOp.AVG with Gloo"). Under FSDP2 the
+    optimizer sees sharded DTensors, and StableAdamW's per-tensor RMS (``.mean()``) produces exactly such an
+    average, in every step and in torch.distributed.checkpoint's optimizer-state init, so FSDP on CPU ranks
+    stopped at the first step. A sum divided by the group size is the same average; groups on any other
+    backend (NCCL) keep the upstream path untouched."""
+    import torch.distributed as tdist
+    from torch.distributed.tensor.placement_types import Partial
+
+    if getattr(Partial._reduce_value, "_gloo_avg", False):
+        return
+    reduce_value, reduce_shard_value = Partial._reduce_value, Partial._reduce_shard_value
+
+    def on_gloo(placement, mesh, mesh_dim) -> bool:
+        return placement.reduce_op == "avg" and tdist.get_backend(mesh.get_group(mesh_dim)) == "gloo"
+
+    def _reduce_value(self, tensor, mesh, mesh_dim):
+        if on_gloo(self, mesh, mesh_dim):
+            return reduce_value(Partial("sum"), tensor, mesh, mesh_dim) / mesh.size(mesh_dim)
+        return reduce_value(self, tensor, mesh, mesh_dim)
+
+    def _reduce_shard_value(self, tensor, mesh, mesh_dim, shard_spec):
+        if on_gloo(self, mesh, mesh_dim):
+            return reduce_shard_value(Partial("sum"), tensor, mesh, mesh_dim, shard_spec) / mesh.size(mesh_dim)
+        return reduce_shard_value(self, tensor, mesh, mesh_dim, shard_spec)
+
+    _reduce_value._gloo_avg = _reduce_shard_value._gloo_avg = True
+    Partial._reduce_value, Partial._reduce_shard_value = _reduce_value, _reduce_shard_value
+
+
 # --------------------------------------------------------------------------------------------- RNG on resume
 class RngResume(Callback):
     """Restores the RNG state (dropout masks) of a resumed run at its first batch.

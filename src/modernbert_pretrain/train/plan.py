@@ -38,7 +38,8 @@ def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
         "betas": list(opt.betas),
         "eps": opt.eps,
         "warmup_tokens": int(sched.warmup_tokens),
-        "batch_size_warmup": ({"start": data.batch_size_warmup_start, "tokens": int(data.batch_size_warmup_tokens)}
+        "batch_size_warmup": ({"start": data.warmup_start_at(world_size),
+                               "tokens": int(data.batch_size_warmup_tokens)}
                               if data.batch_size_warmup_start else None),
         "decay": decay,
         "lr_drops": [{"at_tokens": int(d.at_tokens), "lr_fraction": d.lr_fraction} for d in sched.drops],
