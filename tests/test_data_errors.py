@@ -46,6 +46,17 @@ def test_truncated_shard_is_named():
         take(loader, 1)
 
 
+def test_a_missing_shard_is_named_and_the_local_copy_called_incomplete():
+    mds = copy_of_small_mds()
+    shard = first_shard(mds)
+    os.remove(shard)
+    loader = build_train_loader(make_cfg(mds, shuffle=False), rank=0, world_size=1)
+    with pytest.raises(ShardError, match=rf"shard {shard} is missing: the local copy of stream .* is incomplete "
+                                         rf"\({mds}/index.json lists the file\)") as err:
+        take(loader, 1)
+    assert "remote" not in str(err.value) and f"validate_dataset.py {mds}" in str(err.value)
+
+
 def test_corrupt_shard_is_named_when_hashes_are_checked():
     mds = copy_of_small_mds()
     shard = first_shard(mds)
