@@ -74,11 +74,20 @@ def _yaml_problem(err: BaseException, path: Path | None = None) -> str:
     if mark is None or not problem:
         return " ".join(str(err).split())
     hint = ""
-    if "\\t" in problem or "\t" in problem:
+    if "\\t" in problem or _char_at(path, mark.line, mark.column) == "\t":
         hint = " (a tab: indent YAML with spaces)"
     elif problem.startswith("found duplicate key"):
         hint = " (a key may appear once per mapping: keep one)"
     return f"{path}:{mark.line + 1}:{mark.column + 1}: {problem}{hint}" if path is not None else problem + hint
+
+
+def _char_at(path: Path | None, line: int, column: int) -> str:
+    """The character at a 0-based position of a text file ('' when there is none); libyaml does not name it."""
+    try:
+        text = path.read_text().splitlines()[line] if path is not None else ""
+    except (OSError, ValueError, IndexError):
+        return ""
+    return text[column] if column < len(text) else ""
 
 
 def load_yaml(yaml_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
