@@ -46,6 +46,17 @@ def test_truncated_shard_is_named():
         take(loader, 1)
 
 
+def test_a_missing_shard_is_named_and_the_local_copy_called_incomplete():
+    mds = copy_of_small_mds()
+    shard = first_shard(mds)
+    os.remove(shard)
+    loader = build_train_loader(make_cfg(mds, shuffle=False), rank=0, world_size=1)
+    with pytest.raises(ShardError, match=rf"shard {shard} is missing: the local copy of stream .* is incomplete "
+                                         rf"\({mds}/index.json lists the file\)") as err:
+        take(loader, 1)
+    assert "remote" not in str(err.value) and f"validate_dataset.py {mds}" in str(err.value)
+
+
 def test_corrupt_shard_is_named_when_hashes_are_checked():
     mds = copy_of_small_mds()
     shard = first_shard(mds)
@@ -121,7 +132,7 @@ def test_broken_tokenizer_folder_is_one_line_naming_it(tmp_path):
         build_train_loader(make_cfg(tokenizer=broken), rank=0, world_size=1)
     assert "\n" not in str(err.value) and broken in str(err.value) and "data_prep/train_tokenizer.py" in str(err.value)
     yaml = tmp_path / "t.yaml"
-    yaml.write_text(f"run_name: t\nmax_tokens: 1000\nmodel: {{preset: tiny}}\ndata:\n  tokenizer: {broken}\n  local: "
+    yaml.write_text(f"run_name: t\nmax_tokens: 1024\nmodel: {{preset: tiny}}\ndata:\n  tokenizer: {broken}\n  local: "
                     f"{small_data().mds}\n  seq_len: 128\n  device_microbatch_size: 4\n  global_batch_size: 8\n")
     code, lines = _cli(main, [str(yaml), "--dry-run"])
     assert code == 2 and len(lines) == 1 and broken in lines[0], lines

@@ -175,6 +175,22 @@ def test_resume_names_a_changed_seq_len_or_data_mix_and_the_fix():
     assert isinstance(err.value, ConfigError) and "\n" not in str(err.value)  # train.py: one line, exit 2
 
 
+def test_resume_names_a_changed_batch_size_schedule():
+    cfg = make_cfg(batch_size_warmup_start=4, batch_size_warmup_tokens=2048)
+    loader = build_train_loader(cfg, rank=0, world_size=1)
+    take(loader, 2)
+    state = loader.dataset.state_dict()
+    with pytest.raises(ResumeStateError, match=r"data.global_batch_size is 16, the checkpoint was saved with 8; "
+                                               r".*load_from"):
+        build_train_loader(cfg.with_overrides(global_batch_size=16), rank=0, world_size=1).dataset.load_state_dict(state)
+    with pytest.raises(ResumeStateError, match=r"data.batch_size_warmup_start is None, the checkpoint was saved with 4"):
+        build_train_loader(cfg.with_overrides(batch_size_warmup_start=None), rank=0,
+                           world_size=1).dataset.load_state_dict(state)
+    same = build_train_loader(cfg, rank=0, world_size=1)
+    same.dataset.load_state_dict(state)
+    assert same.step == 2
+
+
 def test_eval_loader_is_one_identical_pass_over_everything():
     local, tokens = synthetic_mds(300, 256, seed=5)
     cfg = make_cfg(local, global_batch_size=8, batch_size_warmup_start=4, batch_size_warmup_tokens=1000,

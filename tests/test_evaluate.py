@@ -122,6 +122,38 @@ def test_partial_last_line_from_a_crash_is_dropped_and_its_row_redone(tmp_path, 
     assert len(rows) == 2
 
 
+@pytest.mark.parametrize("change,says", [({"seed": "x"}, "'seed' is 'x', expected an integer"),
+                                         ({"value": "high"}, "'value' is 'high', expected a number"),
+                                         ({"hparams": None}, "'hparams' is None, expected a dict")])
+def test_a_malformed_row_is_skipped_with_its_file_and_line_and_redone(tmp_path, capsys, change, says):
+    models = [_model(tmp_path, "m", 1000)]
+    run_plan(_plan(tmp_path, CountingTask(), models, seeds=(0,)))
+    path = tmp_path / "out" / R.RESULTS_NAME
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + json.dumps(json.loads(lines[1]) | change) + "\n")
+    task = CountingTask()
+    rows = run_plan(_plan(tmp_path, task, models, seeds=(0,)))
+    err = capsys.readouterr().err
+    assert f"{path}:2: unreadable line ignored ({says}); it will be redone" in err
+    assert task.calls == [("m", 0, {"lr": 0.2})]
+    assert "| stub/score | m |" in report(rows, tmp_path / "out")
+
+
+def test_summary_and_plot_get_the_umask_modes(tmp_path):
+    import os
+    import stat
+
+    models = [_model(tmp_path, "step10-tok1000", 1000), _model(tmp_path, "step20-tok2000", 2000)]
+    rows = run_plan(_plan(tmp_path, CountingTask(), models, seeds=(0,)))
+    old = os.umask(0o002)
+    try:
+        report(rows, tmp_path / "out")
+    finally:
+        os.umask(old)
+    for name in (R.SUMMARY_NAME, R.PLOT_NAME):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o664, name
+
+
 def test_two_runs_cannot_share_an_output_folder(tmp_path):
     with locked(tmp_path / "out"):
         with pytest.raises(BusyError, match="another evaluation is writing"):
@@ -284,6 +316,30 @@ def test_run_folder_exports_missing_checkpoints_once(smoke_workdir, tmp_path, mo
     again = resolve_target(str(run))
     assert [m.folder for m in again] == [m.folder for m in models]
     assert exported == [checkpoints[0]]
+
+
+def test_a_checkpoint_that_rotation_deletes_during_the_export_is_skipped(tmp_path, monkeypatch, capsys):
+    from modernbert_pretrain import export
+    from modernbert_pretrain.checkpoints import LATEST
+
+    run = tmp_path / "run"
+    run.mkdir()
+    older, newer = run / "ba2-tok200-rank0.pt", run / "ba4-tok400-rank0.pt"
+    for ckpt in (older, newer):
+        ckpt.write_bytes(b"stands in for a checkpoint")
+    (run / LATEST).symlink_to(newer.name)
+    original = export.export_checkpoint
+
+    def live_run(ckpt, out, **kw):
+        if ckpt == older:
+            ckpt.unlink()  # the live run's save.keep rotation removes it after it was listed
+            return original(ckpt, out, **kw)
+        return _model(Path(out), "step4-tok400", 400), True
+
+    monkeypatch.setattr(export, "export_checkpoint", live_run)
+    models = resolve_target(str(run))
+    assert [m.name for m in models] == ["step4-tok400"]
+    assert f"skipped: {older} was deleted during the export" in capsys.readouterr().err
 
 
 def test_glue_and_retrieval_families_are_picked_up_when_their_modules_exist(monkeypatch):

@@ -65,6 +65,12 @@ BAD = [
     ("mask rate out of range", _with("data.mask_prob", 1.5), r"mask_prob"),
     ("unknown precision", _with("precision", "fp8"), r"precision.*not one of"),
     ("rope theta of -1 (the published NaN export)", _with("model.local_rope_theta", -1), r"local_rope_theta"),
+    ("max_tokens below one step", _with("max_tokens", 2000),
+     r"max_tokens=2000 is less than one optimizer step: the first step trains 2048 tokens \(data.global_batch_size=16 "
+     r"x data.seq_len=128\)"),
+    ("max_tokens below the first warmup step", _with("data", {**GOOD["data"], "batch_size_warmup_start": 4,
+                                                          "batch_size_warmup_tokens": 4096}) | {"max_tokens": 500},
+     r"first step trains 512 tokens \(data.batch_size_warmup_start=4"),
 ]
 
 
@@ -108,3 +114,67 @@ def test_overrides_and_interpolation(tmp_path):
     assert cfg.optimizer.lr == 3e-4
     with pytest.raises(ConfigError, match="not key=value"):
         load_config(path, ["optimizer.lr"])
+
+
+# ---- malformed YAML and overrides: one line naming the file and line, or the override; exit 2 ----------------
+
+def _refusal(capsys, path, *overrides) -> str:
+    from modernbert_pretrain.train.main import main
+
+    rc = main([str(path), *overrides])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("config error:")]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def test_a_duplicate_key_names_the_file_and_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    text = yaml.safe_dump(GOOD, sort_keys=False)
+    path.write_text(text + "seed: 1\nseed: 2\n")
+    line = _refusal(capsys, path)
+    assert f"{path}:{text.count(chr(10)) + 2}:1: found duplicate key seed" in line
+
+
+def test_a_tab_in_the_indentation_names_the_file_and_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    raw = {k: v for k, v in GOOD.items() if k != "optimizer"}
+    text = yaml.safe_dump(raw, sort_keys=False)
+    path.write_text(text + "optimizer:\n\tlr: 0.001\n")
+    line = _refusal(capsys, path)
+    assert f"{path}:{text.count(chr(10)) + 2}:" in line and "indent YAML with spaces" in line
+
+
+@pytest.mark.parametrize("override,says", [
+    ("optimizer.lr=[1,", "override 'optimizer.lr=[1,': the value is not valid YAML"),
+    ("seed=${oops}", "override seed='${oops}': cannot resolve"),
+    ("data.local=${workdir}/${missing}", "override data.local="),
+])
+def test_a_malformed_override_is_named(tmp_path, capsys, override, says):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    line = _refusal(capsys, path, override)
+    assert says in line, line
+
+
+def test_an_override_may_refer_to_another_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    cfg = load_config(path, [f"workdir={tmp_path}/w", "data.local=${workdir}/mds2"])
+    assert cfg.data.local == f"{tmp_path}/w/mds2"
+
+
+def test_dry_run_says_how_many_tokens_are_really_trained(tmp_path, capsys):
+    import json
+
+    from modernbert_pretrain.train.main import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD | {"max_tokens": 5000}))
+    assert main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    plan = json.loads(out.out)
+    assert plan["steps"] == 3 and plan["tokens_trained"] == 3 * 16 * 128
+    assert "max_tokens=5000 is not at a step boundary; the run stops after step 3, at 6144 tokens" in out.err
+    path.write_text(yaml.safe_dump(GOOD | {"max_tokens": 1000}))
+    assert _refusal(capsys, path, "--dry-run").startswith("config error: max_tokens=1000 is less than one")

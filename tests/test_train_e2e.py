@@ -60,7 +60,7 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
 
     # Tiled init (the large recipe, shrunk): tiny-large from the trained tiny base starts far below random.
     tiled, rand = work / "tiled.jsonl", work / "random.jsonl"
-    short = ["max_tokens=2048", "data.batch_size_warmup_start=null", "eval=null", "save.interval=1000ba",
+    short = ["max_tokens=4096", "data.batch_size_warmup_start=null", "eval=null", "save.interval=1000ba",
              "scheduler.warmup_tokens=0"]
     run_train("smoke/large/phase1.yaml", work, *short, f"logging.metrics_file={tiled}")
     run_train("smoke/large/phase1.yaml", work, *short, "init_from=null", "run_name=random-large",
@@ -79,7 +79,7 @@ def test_tiling_to_a_smaller_model_is_refused_before_training(smoke_workdir, tmp
 
     work = tmp_path / "w"
     shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
-    run_train("smoke/phase1.yaml", work, "max_tokens=2048", "data.batch_size_warmup_start=null", "eval=null",
+    run_train("smoke/phase1.yaml", work, "max_tokens=4096", "data.batch_size_warmup_start=null", "eval=null",
               "scheduler.warmup_tokens=0",
               "model.preset=tiny-large", "run_name=big")
     out = subprocess.run(train_cmd("smoke/large/phase1.yaml", work, "model.preset=tiny",

@@ -232,6 +232,28 @@ def test_a_changed_model_preset_on_resume_is_one_line(saved_run, tmp_path, capsy
     assert _tree(work / FOLDER, lock=False) == before
 
 
+def test_autoresume_false_on_a_folder_with_checkpoints_is_one_line(saved_run, tmp_path, capsys):
+    work = _copy_run(saved_run, tmp_path)
+    before = _tree(work / FOLDER, lock=False)
+    rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba", "autoresume=false")
+    assert rc == 2
+    line = _refusal_line(err)
+    assert f"{work / FOLDER} already holds checkpoints of a run (2, the newest ba4-" in line
+    assert "set autoresume=true to continue that run, or choose a new save.folder" in line
+    assert _tree(work / FOLDER, lock=False) == before
+
+
+def test_a_changed_global_batch_size_on_resume_is_refused(saved_run, tmp_path, capsys):
+    work = _copy_run(saved_run, tmp_path)
+    (work / FOLDER / "training_complete.json").unlink()
+    before = _tree(work / FOLDER, lock=False)
+    rc, err = _main(capsys, work, "max_tokens=24576", *SHORT, "save.interval=2ba", "data.global_batch_size=16")
+    assert rc == 2
+    line = _refusal_line(err)
+    assert "data.global_batch_size is 16, the checkpoint was saved with 32" in line and "load_from" in line
+    assert _tree(work / FOLDER, lock=False) == before
+
+
 def test_an_unreadable_load_from_checkpoint_is_named(saved_run, tmp_path, capsys):
     bad = tmp_path / "ba9-tok0-rank0.pt"
     bad.write_bytes(b"not a checkpoint")

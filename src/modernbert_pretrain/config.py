@@ -289,6 +289,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_tokens <= 0:
             raise ConfigError(f"max_tokens must be positive, got {self.max_tokens}")
+        self._check_one_step()
         model = self.model.build()
         if self.data.seq_len > model.max_position_embeddings:
             raise ConfigError(f"data.seq_len={self.data.seq_len} exceeds the model's max_position_embeddings="
@@ -301,6 +302,18 @@ class TrainConfig:
                               f"{decay_tokens}) exceed max_tokens={self.max_tokens}")
         if self.load_from is not None and self.init_from is not None:
             raise ConfigError("set either load_from (continue a phase) or init_from (tile a smaller model), not both")
+
+    def _check_one_step(self) -> None:
+        """The run stops at the first step boundary at or past max_tokens, so a budget below the first step would
+        silently train that whole step."""
+        data = self.data
+        first = data.batch_size_warmup_start or data.global_batch_size  # sequences in the first step
+        name = "data.batch_size_warmup_start" if data.batch_size_warmup_start else "data.global_batch_size"
+        tokens = first * data.seq_len
+        if self.max_tokens < tokens:
+            raise ConfigError(f"max_tokens={self.max_tokens} is less than one optimizer step: the first step "
+                              f"trains {tokens} tokens ({name}={first} x data.seq_len={data.seq_len}); set "
+                              f"max_tokens >= {tokens} or a smaller batch")
 
     def model_config(self, **extra) -> ModernBertConfig:
         return self.model.build(**extra)

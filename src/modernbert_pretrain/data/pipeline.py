@@ -103,6 +103,7 @@ class BatchPipeline:
             "rank": self.layout.rank,
             "world_size": self.layout.world_size,
             "seq_len": self.cfg.seq_len,
+            "batch_sizes": self._batch_sizes(),
             "step": self.step,
             "tokens_seen": self.tokens_seen,
             "real_tokens": self.real_tokens,
@@ -127,11 +128,29 @@ class BatchPipeline:
                 f"cannot resume the data loader: data.seq_len is {self.cfg.seq_len}, the checkpoint was saved with "
                 f"{saved_seq_len}; {RESUME_FIX}"
             )
+        self._check_batch_sizes(state.get("batch_sizes"))
         self.reset()
         self.source.load_state_dict(state["source"])
         self.packer.load_state_dict(state["packer"], self.source.read)
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.real_tokens, self.slot_tokens = int(state["real_tokens"]), int(state["slot_tokens"])
+
+    def _batch_sizes(self) -> dict[str, int | None]:
+        """The settings of the batch-size schedule: with seq_len they map steps to tokens."""
+        cfg, start = self.cfg, self.cfg.batch_size_warmup_start
+        return {"global_batch_size": cfg.global_batch_size, "batch_size_warmup_start": start,
+                "batch_size_warmup_tokens": int(cfg.batch_size_warmup_tokens) if start else 0}
+
+    def _check_batch_sizes(self, saved: dict[str, int | None] | None) -> None:
+        """Another schedule under the restored token clock would change every later step's batch and the step
+        count (the metrics, save/eval intervals in batches): refused like a changed seq_len."""
+        if saved is None:  # absent in states saved before it was recorded
+            return
+        mine = self._batch_sizes()
+        changed = [f"data.{key} is {value}, the checkpoint was saved with {saved.get(key)}"
+                   for key, value in mine.items() if saved.get(key) != value]
+        if changed:
+            raise ResumeStateError(f"cannot resume the data loader: {'; '.join(changed)}; {RESUME_FIX}")
 
     def close(self, release_shared_memory: bool = False) -> None:
         self.source.close(release_shared_memory)

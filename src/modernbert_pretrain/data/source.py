@@ -31,7 +31,14 @@ from modernbert_pretrain.data.shards import (
 )
 from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
 from modernbert_pretrain.data.shm import track
-from modernbert_pretrain.data.streaming_adapter import check_version, epoch_sample_ids, locate, partition
+from modernbert_pretrain.data.streaming_adapter import (
+    check_version,
+    epoch_sample_ids,
+    locate,
+    missing_shard_files,
+    partition,
+    stream_of_shard,
+)
 
 RESUME_FIX = ("set it back to resume this run, or start a new phase from this checkpoint: a new save.folder "
               "with load_from.path set to it (the weights carry over, the data order starts afresh)")
@@ -184,12 +191,27 @@ class ShardSource:
         pending = self._prefetch_futures.pop(shard_id, None)
         if pending is not None:
             pending.result()  # wait for the background download; re-raises its error, naming the shard
+        self._check_local_copy(shard_id)
         try:
             ds.prepare_shard(shard_id)
         except Exception as err:
             raise ShardError(f"cannot prepare shard {shard_file_path(ds.shards[shard_id])}: {err}") from err
         check_shard_file(ds.shards[shard_id], self.cfg.validate_hash)
         self._verified.add(shard_id)
+
+    def _check_local_copy(self, shard_id: int) -> None:
+        """A shard of a stream without `remote` must be on disk (streaming would ask for a remote to fetch it)."""
+        i = stream_of_shard(self.dataset, shard_id)
+        stream = self.streams[i]
+        if stream.remote is not None:
+            return
+        missing = missing_shard_files(self.dataset.shards[shard_id])
+        if missing:
+            index = self._index_paths[i]
+            raise ShardError(
+                f"shard {missing[0]} is missing: the local copy of stream {stream.label} is incomplete ({index} "
+                f"lists the file). Copy the dataset again, or re-create it with data_prep/tokenize_to_mds.py; "
+                f"data_prep/validate_dataset.py {os.path.dirname(index)} lists every missing or damaged shard")
 
     def read(self, sample_id: int) -> np.ndarray:
         """Tokens of one sample. Shape (n,), unsigned ints."""

@@ -11,7 +11,8 @@ public API for that; what this module uses, and what tests/test_streaming_adapte
 - ``streaming.base.batching.generate_work(batching_method, dataset, world, epoch, sample_in_epoch)``: the
   sample ids of an epoch as an array (nodes, ranks per node, workers per rank, batches, batch size), -1 for
   padding;
-- ``StreamingDataset.spanner[sample_id] -> (shard_id, index_in_shard)``;
+- ``StreamingDataset.spanner[sample_id] -> (shard_id, index_in_shard)``, and ``StreamingDataset.stream_per_shard``
+  (the stream index of each shard);
 - a shard reader's ``dirname``, ``split`` and ``file_pairs`` (raw file info: ``basename``, ``bytes``,
   ``hashes``), and ``streaming.base.hashing.get_hash``: to name a shard's file and check it;
 - ``streaming.base.shared.memory.SharedMemory`` objects held (up to three attributes deep) by a dataset,
@@ -96,6 +97,21 @@ def shard_raw_files(shard: Any) -> list[tuple[str, int, dict[str, str]]]:
 
     return [(os.path.join(shard.dirname, shard.split or "", raw.basename), int(raw.bytes), dict(raw.hashes or {}))
             for raw, _ in shard.file_pairs]
+
+
+def stream_of_shard(dataset: Any, shard_id: int) -> int:
+    """Index (in the dataset's streams) of the stream that a shard belongs to."""
+    return int(dataset.stream_per_shard[shard_id])
+
+
+def missing_shard_files(shard: Any) -> list[str]:
+    """Raw data files of a shard that are absent with no compressed copy beside them to unpack."""
+    import os
+
+    base = os.path.join(shard.dirname, shard.split or "")
+    return [os.path.join(base, raw.basename) for raw, zipped in shard.file_pairs
+            if not os.path.isfile(os.path.join(base, raw.basename))
+            and not (zipped is not None and os.path.isfile(os.path.join(base, zipped.basename)))]
 
 
 def data_hash(algo: str, data: bytes) -> str:

@@ -30,6 +30,39 @@ def key_of(row: dict) -> tuple:
     return row_key(row["model"], row["task"], row["seed"], row["hparams"])
 
 
+_ROW_TYPES = {"model": str, "task": str, "checkpoint": str, "metric": str, "hparams": dict, "metrics": dict}
+
+
+def row_problem(row) -> str | None:
+    """What makes a parsed line unusable as a row (None when it is fine): the summary and the skip logic rely on
+    these fields and types."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    for name, kind in _ROW_TYPES.items():
+        if not isinstance(row.get(name), kind):
+            return f"{name!r} is {row.get(name)!r}, expected a {kind.__name__}"
+    if not _is_int(row.get("seed")):
+        return f"'seed' is {row.get('seed')!r}, expected an integer"
+    if not _is_number(row.get("value")):
+        return f"'value' is {row.get('value')!r}, expected a number"
+    bad = sorted(k for k, v in row["metrics"].items() if not _is_number(v))
+    if bad:
+        return f"metrics {bad} are not numbers"
+    for name in ("step", "tokens_seen", "total_tokens_seen"):
+        if row.get(name) is not None and not _is_int(row[name]):
+            return f"{name!r} is {row[name]!r}, expected an integer or null"
+    missing = [name for name in ("phase", "step", "tokens_seen") if name not in row]
+    return f"no {missing}" if missing else None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -53,9 +86,14 @@ class ResultsFile:
                 continue
             try:
                 row = json.loads(line)
-                self.rows[key_of(row)] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                print(f"{self.path}:{n}: unreadable line ignored (it will be redone if selected)", file=sys.stderr)
+                problem = row_problem(row)
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                problem = f"not JSON: {err}"
+            if problem:
+                print(f"{self.path}:{n}: unreadable line ignored ({problem}); it will be redone if selected",
+                      file=sys.stderr)
+                continue
+            self.rows[key_of(row)] = row
 
     def __contains__(self, key: tuple) -> bool:
         return key in self.rows
@@ -69,6 +107,13 @@ class ResultsFile:
         self.rows[key_of(row)] = row
 
 
+def _umask_mode(path: str) -> None:
+    """mkstemp creates its file 0600; give it the mode the umask gives any other new file (as exports do)."""
+    from ..model.hf import current_umask
+
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
@@ -76,6 +121,7 @@ def write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -175,6 +221,7 @@ def plot(summary: list[dict], path: Path) -> bool:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
+        _umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         plt.close(fig)

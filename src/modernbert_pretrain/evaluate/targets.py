@@ -96,7 +96,14 @@ def export_run(run: Path, export_dir: Path) -> list[Path]:
         for ckpt in checkpoints:
             if str(ckpt) in done or str(ckpt.resolve()) in done:
                 continue
-            folder, _ = export_checkpoint(ckpt, export_dir)
+            try:
+                folder, _ = export_checkpoint(ckpt, export_dir)
+            except (ExportError, OSError):
+                if ckpt.exists():
+                    raise
+                # a live run's checkpoint rotation (save.keep) removed it since it was listed, as export --all
+                print(f"skipped: {ckpt} was deleted during the export (checkpoint rotation?)", file=sys.stderr)
+                continue
             print(f"exported {ckpt} -> {folder}", file=sys.stderr)
     except ExportError as err:
         raise TargetError(f"exporting {run}: {err}") from err

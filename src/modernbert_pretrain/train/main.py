@@ -48,7 +48,11 @@ def dry_run(args) -> int:
     cfg.check_world_size(world)
     for problem in check_paths(cfg, strict=False):
         print(f"warning: {problem}", file=sys.stderr)
-    print(json.dumps(make_plan(cfg, world)))
+    plan = make_plan(cfg, world)
+    if plan["tokens_trained"] != plan["max_tokens"]:
+        print(f"note: max_tokens={plan['max_tokens']} is not at a step boundary; the run stops after step "
+              f"{plan['steps']}, at {plan['tokens_trained']} tokens", file=sys.stderr)
+    print(json.dumps(plan))
     return 0
 
 

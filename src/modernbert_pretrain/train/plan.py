@@ -21,6 +21,14 @@ def total_steps(cfg: TrainConfig, world_size: int) -> int:
     return batch_size_schedule(cfg.data, world_size).steps_for(cfg.max_tokens)
 
 
+def tokens_trained(cfg: TrainConfig, world_size: int) -> int:
+    """Tokens the run really trains: it stops at the first step boundary at or past max_tokens."""
+    from ..data import batch_size_schedule
+
+    schedule = batch_size_schedule(cfg.data, world_size)
+    return schedule.tokens_after(schedule.steps_for(cfg.max_tokens))
+
+
 def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
     data, opt, sched = cfg.data, cfg.optimizer, cfg.scheduler
     model_cfg = cfg.model_config()
@@ -47,6 +55,7 @@ def make_plan(cfg: TrainConfig, world_size: int = 1) -> dict[str, Any]:
         "rope_theta_local": model_cfg.local_rope_theta,
         "mask_prob": data.mask_prob,
         "steps": total_steps(cfg, world_size),
+        "tokens_trained": tokens_trained(cfg, world_size),
         "world_size": world_size,
         "load_from": None if cfg.load_from is None else cfg.load_from.path,
         "load_weights_only": None if cfg.load_from is None else cfg.load_from.weights_only,

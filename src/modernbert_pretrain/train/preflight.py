@@ -28,9 +28,26 @@ def check_paths(cfg: TrainConfig, *, strict: bool) -> list[str]:
         problems.append(f"init_from.path: {cfg.init_from.path} does not exist (train or download the smaller model)")
     if cfg.export is not None and Path(cfg.export.folder).exists() and not Path(cfg.export.folder).is_dir():
         problems.append(f"export.folder: {cfg.export.folder} is a file, not a folder; give a folder path")
+    if not cfg.autoresume:
+        problems += _checkpoints_in_the_way(cfg)
     if strict and problems:
         raise ConfigError("cannot start: " + "; ".join(problems))
     return problems + ([] if strict else preflight_tokenizer_check(cfg.data))
+
+
+def _checkpoints_in_the_way(cfg: TrainConfig) -> list[str]:
+    """autoresume=false starts a new run at step 0, whose checkpoints would take the names of those already in
+    save.folder (Composer refuses to overwrite them, but only with a traceback)."""
+    from ..checkpoints import LATEST, list_checkpoints
+
+    folder = Path(cfg.save.folder)
+    found = list_checkpoints(folder) if folder.is_dir() else []
+    if not found and not (folder / LATEST).is_symlink():
+        return []
+    newest = found[-1].name if found else LATEST
+    return [f"save.folder: {folder} already holds checkpoints of a run ({len(found)}, the newest {newest}), and "
+            "autoresume=false would start a new run over them; set autoresume=true to continue that run, or "
+            "choose a new save.folder (with load_from.path set to this folder to start from its weights)"]
 
 
 def _local_or_hub(path: str) -> bool:
