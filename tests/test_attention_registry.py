@@ -130,26 +130,52 @@ def test_backend_state_is_built_once_per_forward_and_window_kind(register):
         assert all(state is by_window[w] for w, state in seen)
 
 
-def test_flex_forward_with_the_model_built_masks_matches_sdpa_on_cpu(monkeypatch):
-    # FlexAttention runs forward (not backward) on CPU in eager mode; compiling it here would only cost time.
-    flex_mod = pytest.importorskip("torch.nn.attention.flex_attention")
-    monkeypatch.setattr(attention, "_flex_compiled", flex_mod.flex_attention)
+def _packed_batch(lengths: list[int], vocab: int, seed: int = 0):
+    """Flat ids of several packed documents, their cu_seqlens and per-token targets."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    ids = torch.randint(5, vocab, (total,), generator=g)
+    targets = torch.randint(5, vocab, (total,), generator=g)
+    cu_seqlens = torch.nn.functional.pad(torch.tensor(lengths).cumsum(0), (1, 0)).to(torch.int32)
+    return ids, cu_seqlens, max(lengths), targets
+
+
+def _logits_and_grads(model, ids, cu_seqlens, max_seqlen, targets):
+    model.zero_grad()
+    logits = model(ids, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen).logits  # (total_tokens, vocab)
+    torch.nn.functional.cross_entropy(logits, targets).backward()
+    return logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_flex_matches_sdpa_in_logits_and_gradients_on_cpu(monkeypatch):
+    """Eager FlexAttention trains on CPU: the registry offers it here, and the model built with it computes the same
+    logits and gradients as sdpa (fp32, within 1e-5) on packed documents, through local and global layers."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    monkeypatch.setattr(attention, "_flex_compiled", None)
     built, real = [], attention.flex_block_mask
 
     def counted(cu_seqlens, total, max_seqlen, window):
         built.append(window)
         return real(cu_seqlens, total, max_seqlen, window)
 
-    # every mask build is counted: the model's (prepare) and any the attention call would make itself
+    # every mask build is counted: the model's (prepare_backend) and any the attention call would make itself
     monkeypatch.setattr(attention, "flex_block_mask", counted)
     monkeypatch.setitem(BACKENDS, "flex", dataclasses.replace(BACKENDS["flex"], prepare=counted))
-    ids, mask = ragged_batch([300, 64, 17], 8192)
-    model = perturbed_model()
-    model.model.set_attn_backend("flex")  # the availability check wants CUDA, for the backward pass
-    with torch.no_grad():
-        got = model(ids, attention_mask=mask).logits
-        model.model.set_attn_backend("sdpa")
-        want = model(ids, attention_mask=mask).logits
-    assert sorted(built) == sorted({layer.attn.window for layer in model.model.layers})
-    valid = mask.bool()
-    torch.testing.assert_close(got[valid], want[valid], atol=1e-4, rtol=1e-4)
+    assert "flex" in attention.available_backends()
+    # documents longer and shorter than the local window (32 tokens), one of a single token
+    ids, cu_seqlens, max_seqlen, targets = _packed_batch([300, 64, 17, 1, 129, 40], 8192)
+    flex, sdpa = perturbed_model(attn_backend="flex"), perturbed_model(attn_backend="sdpa")
+    flex.model.resolve_attn_backend(CPU, torch.float32)  # the registry's availability check, as the trainer does
+    windows = {layer.attn.window for layer in flex.model.layers}
+    assert (-1, -1) in windows and len(windows) == 2  # global and local layers
+
+    got_logits, got_grads = _logits_and_grads(flex, ids, cu_seqlens, max_seqlen, targets)
+    want_logits, want_grads = _logits_and_grads(sdpa, ids, cu_seqlens, max_seqlen, targets)
+    assert flex.model.attn_backend == "flex" and sorted(built) == sorted(windows)  # once per forward and window kind
+    assert attention._flex_compiled is None  # eager on CPU: inductor compiles flex on CPU for inference only
+    torch.testing.assert_close(got_logits, want_logits, atol=1e-5, rtol=1e-5)
+    assert got_grads.keys() == want_grads.keys()
+    for name, grad in got_grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grad, want_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+

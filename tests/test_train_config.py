@@ -178,3 +178,23 @@ def test_dry_run_says_how_many_tokens_are_really_trained(tmp_path, capsys):
     assert "max_tokens=5000 is not at a step boundary; the run stops after step 3, at 6144 tokens" in out.err
     path.write_text(yaml.safe_dump(GOOD | {"max_tokens": 1000}))
     assert _refusal(capsys, path, "--dry-run").startswith("config error: max_tokens=1000 is less than one")
+
+
+@pytest.mark.parametrize("typed,want", [("on", "on"), ("off", "off"), ("true", "on"), ("false", "off"),
+                                        ("On", "on"), ("'on'", "on"), ("auto", "auto")])
+def test_compile_takes_what_yaml_gives_in_the_file_and_on_the_command_line(tmp_path, typed, want):
+    # YAML 1.1 reads unquoted on/off/true/false as booleans; the user meant the words.
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD) + f"compile: {typed}\n")
+    assert load_config(path).compile == want
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(GOOD))
+    assert load_config(plain, [f"compile={typed}"]).compile == want
+
+
+@pytest.mark.parametrize("typed", ["maybe", "1", "yes please"])
+def test_compile_still_refuses_a_bad_value_by_name(tmp_path, typed):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    with pytest.raises(ConfigError, match=r"compile: .* is not one of \['auto', 'on', 'off'\]"):
+        load_config(path, [f"compile={typed}"])

@@ -16,16 +16,17 @@ def train_cmd(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | N
     return [*head, str(ROOT / "train.py"), str(ROOT / "yamls" / yaml), f"workdir={workdir}", *overrides]
 
 
-def env() -> dict[str, str]:
+def env(**extra: str) -> dict[str, str]:
     out = dict(os.environ)
     out.update(WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT / "src"))
+               PYTHONPATH=str(ROOT / "src"), **extra)
     return out
 
 
-def run_train(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | None = None, timeout: int = 600):
+def run_train(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | None = None, timeout: int = 600,
+              extra_env: dict[str, str] | None = None):
     out = subprocess.run(train_cmd(yaml, workdir, *overrides, launcher=launcher), capture_output=True, text=True,
-                         timeout=timeout, env=env(), cwd=ROOT)
+                         timeout=timeout, env=env(**(extra_env or {})), cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     return out
 

@@ -17,9 +17,19 @@ from typing import Any, Literal
 from .configfile import config_dir, load_yaml
 from .data.config import DataConfig
 from .model.config import ModernBertConfig
-from .schema import ConfigError, build, check_keys
+from .schema import BEFORE, ConfigError, build, check_keys
 
 DecayShape = Literal["linear", "cosine", "1-sqrt"]
+
+
+def switch_word(value: Any) -> Any:
+    """YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans, in a file and on the command line alike:
+    take a boolean, or the string true/false, as 'on'/'off'. Anything else is left for the type check."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return "on" if value.lower() == "true" else "off"
+    return value
 
 
 @dataclass
@@ -279,8 +289,8 @@ class TrainConfig:
     """Export Hugging Face folders during training (null: export afterwards with modernbert_pretrain.export)."""
     precision: Literal["auto", "fp32", "amp_bf16"] = "auto"
     """auto: bf16 autocast on GPU, fp32 on CPU."""
-    compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile the model: auto compiles on GPU only."""
+    compile: Literal["auto", "on", "off"] = field(default="auto", metadata={BEFORE: switch_word})
+    """torch.compile the model: auto compiles on GPU only. Unquoted on/off/true/false are accepted."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Loggers."""
     fsdp: FSDPConfig | None = None

@@ -142,13 +142,24 @@ def _coerce_scalar(value: Any, tp, where: str) -> Any:
     return value
 
 
+BEFORE = "before"
+"""Field metadata key: a function applied to the YAML value before type checking (e.g. to read YAML's
+booleans as the words they were typed as)."""
+
+
+def _before(f: dataclasses.Field, value: Any) -> Any:
+    normalize = f.metadata.get(BEFORE)
+    return value if normalize is None else normalize(value)
+
+
 def build(cls, values: dict, where: str = ""):
     """Build dataclass `cls` from a dict, checking keys and types; `__post_init__` checks values."""
     prefix = f"{where}." if where else ""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     check_keys(values, fields, where or cls.__name__)
-    kwargs = {name: coerce(value, hints[name], f"{prefix}{name}") for name, value in values.items()}
+    kwargs = {name: coerce(_before(fields[name], value), hints[name], f"{prefix}{name}")
+              for name, value in values.items()}
     try:
         return cls(**kwargs)
     except TypeError as err:

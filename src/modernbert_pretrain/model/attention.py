@@ -124,8 +124,6 @@ def torch_varlen_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, drop
 
 # ------------------------------------------------------------------------------------ flex
 def _flex_available() -> bool:
-    if not torch.cuda.is_available():
-        return False
     return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
 
 
@@ -151,20 +149,30 @@ def flex_block_mask(cu_seqlens: torch.Tensor, total: int, max_seqlen: int, windo
     return create_block_mask(mask_mod, None, None, total, total, device=cu_seqlens.device)
 
 
+def _flex_kernel(device_type: str) -> AttentionFn:
+    """Inductor's fused flex kernel where inductor can train it (the registry's `compile_devices`); the eager
+    flex_attention elsewhere. Eager FlexAttention runs forward and backward on CPU (torch 2.7) but builds the
+    full (heads, total, total) score matrix; CPU inductor compiles flex for inference only."""
+    global _flex_compiled
+    from torch.nn.attention.flex_attention import flex_attention as eager
+
+    # Inside a compiled model Dynamo captures the eager call and the outer compile fuses it.
+    if torch.compiler.is_compiling() or device_type not in BACKENDS["flex"].compile_devices:
+        return eager
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(eager, dynamic=False)
+    return _flex_compiled
+
+
 def flex_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0, block_mask=None):
     """`block_mask` comes from flex_block_mask (built by the model once per forward); built here when absent."""
-    global _flex_compiled
-    from torch.nn.attention.flex_attention import flex_attention as _flex
-
     if dropout_p > 0:
         raise ValueError("attn_backend='flex' has no attention-probability dropout; set attention_dropout=0")
-    if _flex_compiled is None:
-        _flex_compiled = torch.compile(_flex, dynamic=False)
     if block_mask is None:
         block_mask = flex_block_mask(cu_seqlens, q.shape[0], max_seqlen, window)
     # (total, heads, dim) -> (1, heads, total, dim)
-    out = _flex_compiled(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                         block_mask=block_mask)
+    out = _flex_kernel(q.device.type)(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                                      block_mask=block_mask)
     return out[0].transpose(0, 1)
 
 
@@ -190,6 +198,9 @@ class AttentionBackend:
     """Device types `auto` may pick it for."""
     dtypes: tuple[torch.dtype, ...] | None = None
     """Compute dtypes `auto` may pick it for (None: any)."""
+    compile_devices: tuple[str, ...] = ("cuda",)
+    """Device types where torch.compile (inductor) can compile it for training, forward and backward; the
+    trainer refuses `compile: on` with this backend on any other device."""
     prepare: Callable[[torch.Tensor, int, int, Window], Any] | None = None
     """prepare(cu_seqlens, total_tokens, max_seqlen, window) -> state passed to `fn` as its eighth argument;
     called once per forward and window kind."""
@@ -223,12 +234,15 @@ register_backend(AttentionBackend(
     name="torch_varlen", fn=torch_varlen_attention, available=_torch_varlen_available,
     why_missing="needs CUDA and torch >= 2.10 (torch.nn.attention.varlen); windowed layers need torch >= 2.11",
     supports_window=_varlen_has_window, auto_priority=20, dtypes=_HALF))
+# `auto` keeps flex to CUDA: on CPU it runs eager, whose (heads, total, total) scores cost more than sdpa's
+# per-document padding. By name it runs everywhere.
 register_backend(AttentionBackend(
     name="flex", fn=flex_attention, available=_flex_available,
-    why_missing="needs CUDA and torch >= 2.5 (FlexAttention has no CPU backward pass)",
+    why_missing="needs torch >= 2.5 (torch.nn.attention.flex_attention)",
     auto_priority=10, prepare=flex_block_mask))
 register_backend(AttentionBackend(
-    name="sdpa", fn=sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda")))
+    name="sdpa", fn=sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda"),
+    compile_devices=("cpu", "cuda")))
 
 
 def backend_choices() -> tuple[str, ...]:

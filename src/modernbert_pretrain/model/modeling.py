@@ -100,9 +100,9 @@ class ModernBertModel(nn.Module):
         self.set_attn_backend(name)
         return name
 
-    def _ensure_backend(self, hidden: torch.Tensor) -> None:
-        if self._resolved_backend is not None:
-            return
+    @torch.compiler.disable
+    def _resolve_on_first_call(self, hidden: torch.Tensor) -> None:
+        """For callers that did not resolve first; never traced (a compiled forward runs it eagerly)."""
         kind = hidden.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else hidden.dtype
         self.resolve_attn_backend(hidden.device, dtype)
@@ -122,7 +122,8 @@ class ModernBertModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
         """input_ids: (total_tokens,) -> hidden: (total_tokens, hidden)."""
         hidden = self.embeddings(input_ids)
-        self._ensure_backend(hidden)
+        if self._resolved_backend is None:
+            self._resolve_on_first_call(hidden)
         position_ids = positions_from_cu_seqlens(cu_seqlens, input_ids.shape[0])
         cos_sin = self.rope_tables(position_ids)
         # Built once per forward and window kind (flex: block masks), shared by the layers of that kind.

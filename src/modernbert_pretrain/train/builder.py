@@ -14,6 +14,7 @@ from .. import checkpoints as ckpt_io
 from ..config import TrainConfig
 from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
+from ..model.attention import BACKENDS
 from ..model.hf import load_into
 from ..schema import ConfigError
 from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
@@ -156,21 +157,34 @@ def build_loaders(cfg: TrainConfig, rank: int, world_size: int):
 
 
 # ---------------------------------------------------------------------------- trainer
-def _prepare_for_gpu(model: ModernBertForMaskedLM, cfg: TrainConfig) -> None:
-    """Pick the attention backend before any compile (not inside the first traced forward), and skip the
-    per-step input checks: the loader only emits valid ids and boundaries, and each check is a host sync."""
-    dtype = torch.bfloat16 if _precision(cfg, True) == "amp_bf16" else torch.float32
-    name = model.model.resolve_attn_backend(torch.device("cuda"), dtype)
-    model.config.validate_inputs = False
+def _prepare_model(model: ModernBertForMaskedLM, cfg: TrainConfig, on_gpu: bool) -> bool:
+    """Pick the attention backend for the run's device and compute dtype before any compile, on every device,
+    so that no backend choice is traced inside the compiled forward; return whether to compile. On GPU the
+    per-step input checks are skipped: the loader only emits valid ids and boundaries, and each is a host sync."""
+    device = torch.device("cuda" if on_gpu else "cpu")
+    dtype = torch.bfloat16 if _precision(cfg, on_gpu) == "amp_bf16" else torch.float32
+    try:
+        name = model.model.resolve_attn_backend(device, dtype)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"model.attn_backend: {err}") from err
     log.info("attention backend: %s", name)
-
+    if on_gpu:
+        model.config.validate_inputs = False
+    compile_model = cfg.compile == "on" or (cfg.compile == "auto" and on_gpu)
+    if compile_model and device.type not in BACKENDS[name].compile_devices:
+        raise ConfigError(f"compile: on with attention backend {name!r} on {device.type}: torch.compile can train it "
+                          f"only on {'/'.join(BACKENDS[name].compile_devices)}; set compile: off, or "
+                          "model.attn_backend: sdpa")
+    return compile_model
 
 
 def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
+    """Composer applies bf16 autocast on GPU only: on CPU it refuses amp_bf16, so we refuse it first, in one line."""
     if cfg.precision == "auto":
         return "amp_bf16" if on_gpu else "fp32"
     if cfg.precision == "amp_bf16" and not on_gpu:
-        raise ConfigError("precision: amp_bf16 needs a GPU; use 'auto' or 'fp32' on CPU")
+        raise ConfigError("precision: amp_bf16 needs a GPU (Composer applies no bf16 autocast on CPU); use "
+                          "precision: auto or fp32 on CPU")
     return cfg.precision
 
 
@@ -223,6 +237,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
 def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: list) -> Trainer:
     per_node_signal_files()
     on_gpu = torch.cuda.is_available()
+    precision = _precision(cfg, on_gpu)  # refused before any work
     rank, world_size = dist.get_global_rank(), dist.get_world_size()
     reproducibility.seed_all(cfg.seed)
     if cfg.autoresume and rank == 0:
@@ -241,9 +256,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     optimizer = build_optimizer(model, cfg.optimizer)
     if optim_state is not None:
         restore_optimizer(composer_model, optimizer, optim_state, cfg)
-    if on_gpu:
-        _prepare_for_gpu(model, cfg)
-    if on_gpu and cfg.compile != "off" or cfg.compile == "on":
+    if _prepare_model(model, cfg, on_gpu):
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
@@ -260,7 +273,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
         max_duration=f"{cfg.max_tokens}tok",
         optimizers=optimizer,
         device="gpu" if on_gpu else "cpu",
-        precision=_precision(cfg, on_gpu),
+        precision=precision,
         device_train_microbatch_size=cfg.data.device_microbatch_size,
         accumulate_train_batch_on_tokens=True,
         run_name=cfg.run_name,
