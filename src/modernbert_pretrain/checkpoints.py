@@ -49,8 +49,8 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder's latest checkpoint."""
     p = Path(path)
-    if p.is_file():
-        return p
+    if p.is_file() or is_sharded(p.resolve()):
+        return p.resolve() if p.is_symlink() else p
     if p.is_dir():
         latest = p / LATEST
         if latest.exists():
@@ -111,8 +111,10 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint file, a run folder's latest checkpoint, or an FSDP sharded folder -> one in-memory state."""
     p = Path(path)
-    if p.is_dir() and (p / ".metadata").is_file():
-        return _read_sharded(p)
+    if p.is_dir() and not is_sharded(p.resolve()):
+        p = resolve_checkpoint(p)
+    if is_sharded(p.resolve()):
+        return _read_sharded(p.resolve())
     return load_checkpoint(p)
 
 
@@ -137,6 +139,24 @@ def run_info(ckpt: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError(f"{ckpt.get('_path')} has no run info (model config); was it written by this "
                               "framework's train.py?")
     return info
+
+
+def read_run_info(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's run info alone: a file is memory-mapped; from a sharded folder only those entries are
+    read (in a distributed run every rank must call this, as torch.distributed.checkpoint's load is a
+    collective there)."""
+    p = Path(path).resolve()
+    if not is_sharded(p):
+        return run_info(load_checkpoint(p, mmap=True))
+    import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to load in a single process"
+        ckpt = _load_state_dict_from_keys(keys={"state.callbacks.RunInfo"}, checkpoint_id=str(p))
+    ckpt["_path"] = str(p)
+    return run_info(ckpt)
 
 
 def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -411,8 +431,7 @@ SHAPE_KEYS = ("preset", "vocab_size", "hidden_size", "intermediate_size", "num_h
 
 def check_same_model(folder: str | Path, model_config: dict[str, Any]) -> None:
     """Refuse to resume the run in `folder` with a model of another shape (e.g. a changed model.preset)."""
-    ckpt = load_checkpoint(Path(folder) / LATEST, mmap=True)  # only the run info is read
-    saved = run_info(ckpt).get("model_config", {})
+    saved = read_run_info(Path(folder) / LATEST).get("model_config", {})
     changed = [k for k in SHAPE_KEYS if k in saved and saved.get(k) != model_config.get(k)]
     if changed:
         what = ", ".join(f"{k}: {saved.get(k)!r} -> {model_config.get(k)!r}" for k in changed)

@@ -79,7 +79,7 @@ def start_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
         if folder is not None:  # released weights: no optimizer moments
             prior = ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
             return model, None, prior
-        ckpt = ckpt_io.load_checkpoint(cfg.load_from.path)
+        ckpt = ckpt_io.read_checkpoint(cfg.load_from.path)
         load_into(model, ckpt_io.model_state(ckpt))
         optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)
         prior = ckpt_io.prior_of_checkpoint(ckpt)
