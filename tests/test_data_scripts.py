@@ -77,14 +77,15 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
 
 def test_a_full_disk_while_tokenizing_says_so(tmp_path, capsys, monkeypatch):
     import errno
+    import re
 
     from streaming import MDSWriter
 
     def full(self, *args, **kwargs):  # the shard file's write fails as it does on a full disk
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(MDSWriter, "flush_shard", full)
     data = small_data()
+    monkeypatch.setattr(MDSWriter, "flush_shard", full)
     out = os.path.join(fresh_dir("full"), "mds")
     to_mds = load_script("tokenize_to_mds.py")
     assert to_mds.main(["--input", data.corpus, "--output", out, "--tokenizer", data.tokenizer, "--workers", "1",
@@ -93,5 +94,6 @@ def test_a_full_disk_while_tokenizing_says_so(tmp_path, capsys, monkeypatch):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"error: no space left on device while writing shards to {out}: ")
-    assert "GiB free, it needs up to about" in lines[0] and "partial shards were removed" in lines[0]
+    assert re.search(r": [\d.]+ [MG]iB free, it needs up to about [\d.]+ [MG]iB\. The partial shards were removed",
+                     lines[0]), lines[0]
     assert not [name for name in os.listdir(out) if name.startswith("shard.")]

@@ -338,7 +338,7 @@ def test_a_hand_rolled_back_latest_keeps_the_later_checkpoints(saved_run, tmp_pa
     assert len(asides) == 1 and (asides[0] / ba4.name).read_bytes() == original
     assert "later complete checkpoint(s) exist" in caplog.text and str(asides[0]) in caplog.text
     assert not partial.exists() and "does not load" in caplog.text
-    assert (folder / ckpt_io.LATEST).resolve() == ba4  # steps 3-4 trained again from step 2
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name  # steps 3-4 trained again from step 2
     torch.load(ba4, map_location="cpu", weights_only=False)
 
 

@@ -44,13 +44,16 @@ def free_bytes(folder: str | Path) -> int | None:
         return None
 
 
-def gib(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / 2**30:.2f} GiB"
+def size(n: int | None) -> str:
+    """Bytes for a message: GiB from 1 GiB on, MiB below."""
+    if n is None:
+        return "unknown"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
 def no_space(what: str, folder: str | Path, needed_bytes: int | None, fix: str, *,
              bound: str = "about") -> NoSpaceLeft:
     """The one-line error: `what` (e.g. "while exporting step 4"), the folder, free and needed space (`bound`:
     "about", or "at most" for an upper bound), the fix."""
-    need = f", it needs {bound} {gib(needed_bytes)}" if needed_bytes else ""
-    return NoSpaceLeft(f"no space left on device {what} to {folder}: {gib(free_bytes(folder))} free{need}. {fix}")
+    need = f", it needs {bound} {size(needed_bytes)}" if needed_bytes else ""
+    return NoSpaceLeft(f"no space left on device {what} to {folder}: {size(free_bytes(folder))} free{need}. {fix}")

@@ -39,8 +39,8 @@ from .checkpoints import (
     resolve_checkpoint,
     uncommitted,
 )
-from .model import ModernBertForMaskedLM
 from .diskspace import no_space, out_of_space
+from .model import ModernBertForMaskedLM
 from .model.hf import WEIGHTS_NAME, current_umask, to_hf_state_dict
 from .schema import debug_requested
 
@@ -101,7 +101,8 @@ def _source(meta: dict[str, Any]) -> str:
     folder = ((meta.get("train_config") or {}).get("save") or {}).get("folder")
     where = f" saved in {folder}" if folder else ""
     ckpt = meta.get("checkpoint") or "its in-memory weights during training"
-    return f"run {meta.get('phase')!r}{where} (checkpoint {ckpt}, weights sha256 {str(meta.get('weights_sha256'))[:12]})"
+    digest = str(meta.get("weights_sha256"))[:12]
+    return f"run {meta.get('phase')!r}{where} (checkpoint {ckpt}, weights sha256 {digest})"
 
 
 def _same_export(folder: Path, meta: dict[str, Any]) -> bool:

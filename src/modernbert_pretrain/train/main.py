@@ -71,7 +71,8 @@ def run(args) -> int:
     if dist.get_global_rank() == 0:
         (Path(cfg.save.folder) / COMPLETE_NAME).unlink(missing_ok=True)  # an extended run; under the lock
     try:
-        trainer.fit()
+        if int(trainer.state.timestamp.token.value) < cfg.max_tokens:
+            trainer.fit()  # else resumed at its end (a stop after the last save): Composer would refuse to fit
         for guard in (cb for cb in trainer.state.callbacks if isinstance(cb, NonFiniteGuard)):
             guard.check_finished(trainer.state)
         if dist.get_global_rank() == 0:

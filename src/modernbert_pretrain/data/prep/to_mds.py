@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modernbert_pretrain.diskspace import no_space, out_of_space
 from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
 from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
 from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
+from modernbert_pretrain.diskspace import no_space, out_of_space
 
 PIECE_CHARS = 1 << 16
 """Longest text piece one tokenizer call sees (~16k tokens); longer documents are cut at word ends."""
