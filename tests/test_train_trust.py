@@ -327,6 +327,7 @@ def test_a_hand_rolled_back_latest_keeps_the_later_checkpoints(saved_run, tmp_pa
     never deleted; a later file that does not load (an interrupted save) is removed; the run trains on from 2."""
     work = _copy_run(saved_run, tmp_path)
     folder = work / FOLDER
+    (folder / "training_complete.json").unlink()  # a run still under way
     ba2, ba4 = ckpt_io.list_checkpoints(folder)
     original = ba4.read_bytes()
     partial = folder / "ba6-tok24576-rank0.pt"
@@ -334,6 +335,7 @@ def test_a_hand_rolled_back_latest_keeps_the_later_checkpoints(saved_run, tmp_pa
     _point_latest_at(folder, ba2.name)
     rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba")
     assert rc == 0, err[-3000:]
+    assert [p for p in folder.rglob(ba4.name) if p.read_bytes() == original], "step 4's checkpoint was lost"
     asides = sorted(folder.glob(f"{ckpt_io.ASIDE_PREFIX}*"))
     assert len(asides) == 1 and (asides[0] / ba4.name).read_bytes() == original
     assert "later complete checkpoint(s) exist" in caplog.text and str(asides[0]) in caplog.text
@@ -366,6 +368,18 @@ def test_the_rollback_command_sets_later_checkpoints_aside_and_the_run_says_so(s
     assert f"rollback: this run resumes from {ba2.name}" in caplog.text and str(aside) in caplog.text
     assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
     assert (folder / "training_complete.json").is_file() and (aside / ba4.name).is_file()
+
+
+def test_a_finished_run_whose_latest_was_rolled_back_by_hand_continues(saved_run, tmp_path, capsys, caplog):
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    _point_latest_at(folder, ba2.name)
+    rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba")
+    assert rc == 0, err[-3000:]
+    assert "already complete" not in err and "now names step 2 (rolled back): continuing" in caplog.text
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
+    assert len(list(folder.glob(f"{ckpt_io.ASIDE_PREFIX}*/{ba4.name}"))) == 1
 
 
 def test_the_rollback_command_is_refused_while_a_run_holds_the_folder(saved_run, tmp_path, capsys):
