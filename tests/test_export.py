@@ -401,6 +401,19 @@ def test_a_full_disk_during_export_says_so(run_dir, tmp_path, monkeypatch, capsy
     assert list(out.iterdir()) == []  # the partial folder is gone
 
 
+def test_an_export_larger_than_the_free_space_is_refused_before_writing(run_dir, tmp_path, monkeypatch, capsys):
+    from modernbert_pretrain import diskspace
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    out = tmp_path / "out"
+    assert main([str(_ckpts(run_dir)[-1]), str(out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"export error: no space left on device while exporting step 6 (step6-tok24576) to {out}: "
+                           "0.00 MiB free, it needs about") and "Nothing was written" in line
+    assert list(out.iterdir()) == []
+
+
 def test_a_training_time_export_on_a_full_disk_does_not_stop_the_run(smoke_workdir, tmp_path, monkeypatch,
                                                                      caplog):
     import errno

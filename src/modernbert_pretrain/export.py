@@ -13,6 +13,7 @@ Errors are one line and exit code 2 (`--debug` or MODERNBERT_DEBUG=1 also prints
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from .checkpoints import (
     resolve_checkpoint,
     uncommitted,
 )
-from .diskspace import no_space, out_of_space
+from .diskspace import free_bytes, no_space, out_of_space
 from .model import ModernBertForMaskedLM
 from .model.hf import WEIGHTS_NAME, current_umask, to_hf_state_dict
 from .schema import debug_requested
@@ -126,6 +127,9 @@ def prepare_out(out_root: Path) -> None:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if out_of_space(err) == "errno":
+            raise ExportNoSpace(str(no_space("while creating the export folder", out_root, None,
+                                             "Free space or export into another folder"))) from err
         raise ExportError(f"cannot create the output folder {out_root}: {err.strerror or err}") from err
 
 
@@ -188,6 +192,11 @@ def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: P
                           "remove it or choose another output folder")
     needed = sum(v.numel() * v.element_size() for v in state.values())
     del state
+    _no_space = functools.partial(no_space, f"while exporting step {meta.get('step')} ({folder_name(meta)})",
+                                  out_root, needed)
+    free = free_bytes(out_root)
+    if free is not None and free < needed:
+        raise ExportNoSpace(str(_no_space("Nothing was written; free space or export into another folder")))
     tmp = out_root / _temp_name(target)
     try:
         tmp.mkdir()  # not tempfile.mkdtemp: that makes the folder 0700
@@ -202,10 +211,8 @@ def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: P
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, Exception) and out_of_space(err) == "errno":
-            raise ExportNoSpace(str(no_space(
-                f"while exporting step {meta.get('step')} ({folder_name(meta)})", out_root, needed,
-                "The partial folder was removed; free space or export into another folder, then run the export "
-                "again"))) from err
+            raise ExportNoSpace(str(_no_space("The partial folder was removed; free space or export into another "
+                                              "folder, then run the export again"))) from err
         raise
     return target, True
 
