@@ -370,6 +370,29 @@ def test_the_rollback_command_sets_later_checkpoints_aside_and_the_run_says_so(s
     assert (folder / "training_complete.json").is_file() and (aside / ba4.name).is_file()
 
 
+def test_a_rollback_with_another_data_seed_trains_on_other_batches(saved_run, tmp_path, capsys, caplog):
+    from modernbert_pretrain.train import rollback
+
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    first = torch.load(ba4, map_location="cpu", weights_only=False)["state"]["model"]
+    assert rollback.main([str(folder), ba2.name, "--data-seed", "5"]) == 0
+    assert "with data.seed=5" in capsys.readouterr().err
+    args = ["max_tokens=16384", *SHORT, "save.interval=2ba"]
+    rc, err = _main(capsys, work, *args)  # the YAML's data seed
+    assert rc == 2
+    assert "add data.seed=5 to the command" in _refusal_line(err)
+    rc, err = _main(capsys, work, *args, "data.seed=5")
+    assert rc == 0, err[-3000:]
+    assert "rollback: this run resumes from" in caplog.text and "with data seed 5" in caplog.text
+    again = torch.load((folder / ckpt_io.LATEST).resolve(), map_location="cpu", weights_only=False)["state"]["model"]
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
+    assert not all(torch.equal(first[k], again[k]) for k in first)  # steps 3-4 saw other batches
+    rc, err = _main(capsys, work, "max_tokens=20480", *SHORT, "save.interval=2ba", "data.seed=5")
+    assert rc == 0, err[-3000:]  # later resumes keep the new seed
+
+
 def test_a_finished_run_whose_latest_was_rolled_back_by_hand_continues(saved_run, tmp_path, capsys, caplog):
     work = _copy_run(saved_run, tmp_path)
     folder = work / FOLDER

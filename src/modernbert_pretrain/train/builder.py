@@ -22,7 +22,7 @@ from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
-from .rollback import announce_pending
+from .rollback import allowed_data_seed, announce_pending
 from .schedule import TokenSchedule
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,8 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
+    if resuming:
+        loader.reseed = rollback_data_seed(cfg)
     callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config, prior)
     callbacks += extra_callbacks
     kwargs: dict[str, Any] = {}
@@ -282,6 +284,16 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     )
     _export_after_checkpoint(trainer.state.callbacks)
     return trainer
+
+
+def rollback_data_seed(cfg: TrainConfig) -> int | None:
+    """The data seed a rollback to the checkpoint this run resumes asked for; it must be the run's data.seed.
+    Every rank reads the save folder (shared, like the checkpoint it resumes)."""
+    seed = allowed_data_seed(cfg.save.folder)
+    if seed is not None and seed != cfg.data.seed:
+        raise ConfigError(f"data.seed: {cfg.save.folder} was rolled back with --data-seed {seed}, but data.seed is "
+                          f"{cfg.data.seed}; add data.seed={seed} to the command (and keep it on later resumes)")
+    return seed
 
 
 def _export_after_checkpoint(callbacks: list) -> None:
