@@ -18,6 +18,7 @@ import sys
 
 from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
 from modernbert_pretrain.data.prep.to_mds import tokenize_to_mds
+from modernbert_pretrain.diskspace import NoSpaceLeft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         s = tokenize_to_mds(args.input, args.output, args.tokenizer, text_field=args.text_field,
                             workers=args.workers, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
                             shard_size=args.shard_size, compression=args.compression, progress=not args.quiet)
-    except (InputDataError, TokenizerLoadError, OutputExistsError, ValueError) as err:
+    except (InputDataError, TokenizerLoadError, OutputExistsError, NoSpaceLeft, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"documents: {s.documents} from {s.files} file(s); empty skipped: {s.empty_documents}; "

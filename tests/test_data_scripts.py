@@ -73,3 +73,27 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert code == 2 and "missing.jsonl: no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         load_script("sample_corpus.py").main([str(tmp_path / "c.jsonl"), "--max-bytes", "lots"])
+
+
+def test_a_full_disk_while_tokenizing_says_so(tmp_path, capsys, monkeypatch):
+    import errno
+    import re
+
+    from streaming import MDSWriter
+
+    def full(self, *args, **kwargs):  # the shard file's write fails as it does on a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    data = small_data()
+    monkeypatch.setattr(MDSWriter, "flush_shard", full)
+    out = os.path.join(fresh_dir("full"), "mds")
+    to_mds = load_script("tokenize_to_mds.py")
+    assert to_mds.main(["--input", data.corpus, "--output", out, "--tokenizer", data.tokenizer, "--workers", "1",
+                        "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: no space left on device while writing shards to {out}: ")
+    assert re.search(r": [\d.]+ [MG]iB free, it needs up to about [\d.]+ [MG]iB\. The partial shards were removed",
+                     lines[0]), lines[0]
+    assert not [name for name in os.listdir(out) if name.startswith("shard.")]

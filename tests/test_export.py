@@ -324,3 +324,127 @@ def test_init_from_starts_a_new_count(run_dir):
     _, cfg = load(ROOT / "yamls/smoke/large/phase1.yaml", [f"workdir={run_dir}"])
     _, _, prior = start_model(cfg, resuming=False)
     assert prior["tokens_seen"] == 0 and prior["steps"] == 0 and prior["phases"] == []
+
+
+# ----------------------------------------------------------------------------- identity, full disk, tokenizer
+def _other_run(run_dir, tmp_path):
+    """A checkpoint of another run with the same run name, step and tokens (as a second run with another LR
+    would write): other weights, another save folder."""
+    ckpt = torch.load(_ckpts(run_dir)[-1], map_location="cpu", weights_only=False)
+    weights = ckpt["state"]["model"]
+    key = next(k for k in weights if "layers.0." in k and weights[k].is_floating_point())
+    weights[key] = weights[key] + 1.0
+    ckpt["state"]["callbacks"]["RunInfo"]["train_config"]["save"]["folder"] = str(tmp_path / "other-run")
+    other = tmp_path / "other-run" / _ckpts(run_dir)[-1].name
+    other.parent.mkdir()
+    torch.save(ckpt, other)
+    return other
+
+
+def test_an_export_of_another_run_with_the_same_step_is_refused_naming_both(run_dir, tmp_path, capsys):
+    ours = _ckpts(run_dir)[-1]
+    other = _other_run(run_dir, tmp_path)
+    out = tmp_path / "out"
+    assert main([str(ours), str(out)]) == 0
+    capsys.readouterr()
+    assert main([str(other), str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "already exported" not in err, err
+    assert lines[0].startswith(f"export error: {out / 'step6-tok24576'} already holds a different export")
+    assert f"saved in {run_dir / 'checkpoints/smoke-phase1'}" in lines[0]
+    assert f"saved in {tmp_path / 'other-run'}" in lines[0]
+    mine = transformers.AutoModelForMaskedLM.from_pretrained(out / "step6-tok24576").state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in model_from_checkpoint(ours).state_dict().items())
+
+
+def test_the_same_checkpoint_is_already_exported_whoever_wrote_it(run_dir, tmp_path):
+    """The training-time export and the command's export of the same checkpoint are one export, also when the
+    folder was written before the weights digest was recorded."""
+    out = tmp_path / "hf"
+    shutil.copytree(run_dir / "hf-callback", out)
+    folder, written = export_checkpoint(_ckpts(run_dir)[-1], out)
+    assert not written and folder == out / "step6-tok24576"
+    meta_path = out / "step4-tok16384" / "training_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["weights_sha256"]
+    meta_path.write_text(json.dumps(meta))
+    assert export_checkpoint(_ckpts(run_dir)[1], out) == (out / "step4-tok16384", False)
+
+
+def _full_disk_safetensors(monkeypatch):
+    """What safetensors raises when the disk fills (its error carries no errno, only the text)."""
+    from safetensors import SafetensorError
+
+    from modernbert_pretrain.model import hf
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(hf, "save_file", full)
+
+
+def test_a_full_disk_during_export_says_so(run_dir, tmp_path, monkeypatch, capsys):
+    import re
+
+    _full_disk_safetensors(monkeypatch)
+    out = tmp_path / "out"
+    assert main([str(_ckpts(run_dir)[-1]), str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"export error: no space left on device while exporting step 6 (step6-tok24576) "
+                               f"to {out}: ")
+    assert re.search(r": [\d.]+ [MG]iB free, it needs about [\d.]+ [MG]iB\. The partial folder was removed",
+                     lines[0]), lines[0]
+    assert list(out.iterdir()) == []  # the partial folder is gone
+
+
+def test_an_export_larger_than_the_free_space_is_refused_before_writing(run_dir, tmp_path, monkeypatch, capsys):
+    from modernbert_pretrain import diskspace
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(diskspace.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    out = tmp_path / "out"
+    assert main([str(_ckpts(run_dir)[-1]), str(out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"export error: no space left on device while exporting step 6 (step6-tok24576) to {out}: "
+                           "0.00 MiB free, it needs about") and "Nothing was written" in line
+    assert list(out.iterdir()) == []
+
+
+def test_a_training_time_export_on_a_full_disk_does_not_stop_the_run(smoke_workdir, tmp_path, monkeypatch,
+                                                                     caplog):
+    import errno
+
+    from modernbert_pretrain import checkpoints as ckpt_io
+    from modernbert_pretrain.config import load_config
+    from modernbert_pretrain.model import hf
+    from modernbert_pretrain.train.builder import build_trainer
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hf, "save_file", full)
+    work = tmp_path / "w"
+    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus", "checkpoints"))
+    cfg = load_config(ROOT / "yamls/smoke/phase1.yaml",
+                      [f"workdir={work}", "max_tokens=16384", "data.batch_size_warmup_start=null", "eval=null",
+                       "scheduler.warmup_tokens=0", "save.interval=2ba", f"export={{folder: {work / 'hf'}}}"])
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    trainer.close()
+    assert (work / "checkpoints/smoke-phase1" / ckpt_io.LATEST).resolve().name.startswith("ba4-")
+    assert caplog.text.count("training-time export skipped, training goes on: no space left on device") == 2
+    assert list((work / "hf").iterdir()) == []
+
+
+def test_an_empty_tokenizer_folder_is_named(run_dir, tmp_path, capsys):
+    empty = tmp_path / "tok"
+    empty.mkdir()
+    assert main([str(_ckpts(run_dir)[-1]), str(tmp_path / "out"), "--tokenizer", str(empty)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"export error: --tokenizer {empty}: the folder has no tokenizer.json or "
+                           "tokenizer_config.json (it is empty)")
+    assert "pass --tokenizer" not in line

@@ -160,3 +160,55 @@ def test_too_little_disk_for_one_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda p: usage._replace(free=10 * 2**20))
     with pytest.raises(ConfigError, match="less than one checkpoint"):
         preflight.check_save_folder(str(tmp_path), needed_bytes=2**30)
+
+
+def _poison_from(trainer, step):
+    """Every step from `step` (1-based) on gets a NaN loss."""
+    model = trainer.state.model
+    real_loss = model.loss
+
+    def poisoned(outputs, batch, *args, **kwargs):
+        loss = real_loss(outputs, batch)
+        return loss * float("nan") if int(trainer.state.timestamp.batch.value) + 1 >= step else loss
+
+    model.loss = poisoned
+
+
+def test_skip_policy_stops_after_too_many_skipped_steps_in_a_row(smoke_workdir, tmp_path):
+    trainer, work = _in_process_trainer(smoke_workdir, tmp_path, "nonfinite_loss=skip", "nonfinite_max_skipped=2")
+    _poison_from(trainer, 3)
+    with pytest.raises(NonFiniteLoss, match="at step 5 .*after 2 skipped steps in a row"):
+        trainer.fit()
+    trainer.close()
+    latest = (work / FOLDER / ckpt_io.LATEST).resolve()
+    assert latest.name.startswith("ba4-")  # saved after the skipped step 4, with step 2's weights
+    assert _same(_weights(latest), _weights(next((work / FOLDER).glob("ba2-*.pt"))))
+
+
+def test_a_run_whose_last_steps_were_skipped_is_not_complete(smoke_workdir, tmp_path, monkeypatch, capsys):
+    from modernbert_pretrain.train import builder
+    from modernbert_pretrain.train.main import COMPLETE_NAME, main
+
+    real_build = builder.build_trainer
+
+    def poisoned_build(cfg, raw_config=None):
+        trainer = real_build(cfg, raw_config)
+        _poison_from(trainer, 5)
+        return trainer
+
+    monkeypatch.setattr(builder, "build_trainer", poisoned_build)
+    work = _fresh(smoke_workdir, tmp_path / "w")
+    overrides = [f"workdir={work}", "max_tokens=24576", "data.batch_size_warmup_start=null", "eval=null",
+                 "scheduler.warmup_tokens=0", "save.interval=2ba", "nonfinite_loss=skip"]
+    assert main([str(ROOT / "yamls/smoke/phase1.yaml"), *overrides]) == 3
+    err = capsys.readouterr().err
+    assert "the last 2 step(s) of the run, up to step 6, were all skipped" in err
+    assert not (work / FOLDER / COMPLETE_NAME).exists()
+    # the rerun finds the same: the count of skipped steps is in the checkpoint
+    assert main([str(ROOT / "yamls/smoke/phase1.yaml"), *overrides]) == 3
+    assert not (work / FOLDER / COMPLETE_NAME).exists()
+
+
+def test_nonfinite_max_skipped_is_validated(smoke_workdir):
+    with pytest.raises(ConfigError, match="nonfinite_max_skipped must be >= 1"):
+        load_config(ROOT / "yamls/smoke/phase1.yaml", [f"workdir={smoke_workdir}", "nonfinite_max_skipped=0"])

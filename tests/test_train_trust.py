@@ -293,16 +293,16 @@ def test_export_never_runs_before_or_instead_of_the_steps_checkpoint(smoke_workd
     from modernbert_pretrain import export
     from modernbert_pretrain.train.builder import build_trainer
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def failing(*args, **kwargs):  # a failure other than a full disk, which the export only logs
+        raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(export, "write_folder", full_disk)
+    monkeypatch.setattr(export, "write_folder", failing)
     work = _fresh(smoke_workdir, tmp_path / "w")
     cfg = load_config(ROOT / "yamls/smoke/phase1.yaml",
                       [f"workdir={work}", "max_tokens=16384", *SHORT, "save.interval=2ba",
                        f"export={{folder: {work / 'hf'}}}"])
     trainer = build_trainer(cfg)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="Input/output error"):
         trainer.fit()
     trainer.close()
     assert (work / FOLDER / ckpt_io.LATEST).resolve().name.startswith("ba2-")
@@ -335,3 +335,131 @@ def test_a_full_disk_during_a_save_says_so(saved_run, tmp_path):
     assert str(folder) in line and "GiB free, one checkpoint needs about" in line
     assert "inline_container" not in line
     assert "latest -> ba2-tok8192-rank0.pt" in out.stdout
+
+
+# ---- rolling back -------------------------------------------------------------------------------------------
+
+def _point_latest_at(folder, name):
+    (folder / ckpt_io.LATEST).unlink()
+    os.symlink(name, folder / ckpt_io.LATEST)
+
+
+def test_a_hand_rolled_back_latest_keeps_the_later_checkpoints(saved_run, tmp_path, capsys, caplog):
+    """`latest` pointed back at step 2 by hand (after a loss spike): step 4's complete checkpoint is moved aside,
+    never deleted; a later file that does not load (an interrupted save) is removed; the run trains on from 2."""
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    (folder / "training_complete.json").unlink()  # a run still under way
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    original = ba4.read_bytes()
+    partial = folder / "ba6-tok24576-rank0.pt"
+    partial.write_bytes(original[: len(original) // 3])
+    _point_latest_at(folder, ba2.name)
+    rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba")
+    assert rc == 0, err[-3000:]
+    assert [p for p in folder.rglob(ba4.name) if p.read_bytes() == original], "step 4's checkpoint was lost"
+    asides = sorted(folder.glob(f"{ckpt_io.ASIDE_PREFIX}*"))
+    assert len(asides) == 1 and (asides[0] / ba4.name).read_bytes() == original
+    assert "later complete checkpoint(s) exist" in caplog.text and str(asides[0]) in caplog.text
+    assert not partial.exists() and "does not load" in caplog.text
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name  # steps 3-4 trained again from step 2
+    torch.load(ba4, map_location="cpu", weights_only=False)
+
+
+def test_the_rollback_command_sets_later_checkpoints_aside_and_the_run_says_so(saved_run, tmp_path, capsys,
+                                                                                 caplog):
+    import json
+
+    from modernbert_pretrain.train import rollback
+
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    assert rollback.main([str(folder), "ba9-tok0-rank0.pt"]) == 2
+    assert "is not a checkpoint of" in capsys.readouterr().err
+    assert rollback.main([str(folder), ba2.name]) == 0
+    assert f"rolled back {folder} to {ba2.name}" in capsys.readouterr().err
+    assert (folder / ckpt_io.LATEST).resolve() == ba2
+    aside = next(folder.glob(f"{ckpt_io.ASIDE_PREFIX}*"))
+    assert sorted(p.name for p in aside.iterdir()) == sorted([ba4.name, "training_complete.json",
+                                                               ckpt_io.ASIDE_NOTE])
+    note = json.loads((aside / ckpt_io.ASIDE_NOTE).read_text())
+    assert note["rolled_back_to"] == ba2.name and note["latest_before"] == ba4.name
+    rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba")
+    assert rc == 0, err[-3000:]
+    assert f"rollback: this run resumes from {ba2.name}" in caplog.text and str(aside) in caplog.text
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
+    assert (folder / "training_complete.json").is_file() and (aside / ba4.name).is_file()
+
+
+def test_a_rollback_with_another_data_seed_trains_on_other_batches(saved_run, tmp_path, capsys, caplog):
+    from modernbert_pretrain.train import rollback
+
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    first = torch.load(ba4, map_location="cpu", weights_only=False)["state"]["model"]
+    assert rollback.main([str(folder), ba2.name, "--data-seed", "5"]) == 0
+    assert "with data.seed=5" in capsys.readouterr().err
+    args = ["max_tokens=16384", *SHORT, "save.interval=2ba"]
+    rc, err = _main(capsys, work, *args)  # the YAML's data seed
+    assert rc == 2
+    assert "add data.seed=5 to the command" in _refusal_line(err)
+    rc, err = _main(capsys, work, *args, "data.seed=5")
+    assert rc == 0, err[-3000:]
+    assert "rollback: this run resumes from" in caplog.text and "with data seed 5" in caplog.text
+    again = torch.load((folder / ckpt_io.LATEST).resolve(), map_location="cpu", weights_only=False)["state"]["model"]
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
+    assert not all(torch.equal(first[k], again[k]) for k in first)  # steps 3-4 saw other batches
+    rc, err = _main(capsys, work, "max_tokens=20480", *SHORT, "save.interval=2ba", "data.seed=5")
+    assert rc == 0, err[-3000:]  # later resumes keep the new seed
+
+
+def test_a_finished_run_whose_latest_was_rolled_back_by_hand_continues(saved_run, tmp_path, capsys, caplog):
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    ba2, ba4 = ckpt_io.list_checkpoints(folder)
+    _point_latest_at(folder, ba2.name)
+    rc, err = _main(capsys, work, "max_tokens=16384", *SHORT, "save.interval=2ba")
+    assert rc == 0, err[-3000:]
+    assert "already complete" not in err and "now names step 2 (rolled back): continuing" in caplog.text
+    assert (folder / ckpt_io.LATEST).resolve().name == ba4.name
+    assert len(list(folder.glob(f"{ckpt_io.ASIDE_PREFIX}*/{ba4.name}"))) == 1
+
+
+def test_the_rollback_command_is_refused_while_a_run_holds_the_folder(saved_run, tmp_path, capsys):
+    from modernbert_pretrain.train import rollback
+
+    work = _copy_run(saved_run, tmp_path)
+    folder = work / FOLDER
+    before = _tree(folder, lock=False)
+    with RunLock(folder):
+        assert rollback.main([str(folder), ckpt_io.list_checkpoints(folder)[0].name]) == 2
+    assert "in use by another training run" in capsys.readouterr().err
+    assert _tree(folder, lock=False) == before
+
+
+# ---- load_from a checkpoint that does not fit ---------------------------------------------------------------
+
+def test_load_from_a_checkpoint_of_another_size_is_one_line(saved_run, tmp_path, capsys):
+    ckpt = ckpt_io.list_checkpoints(saved_run / FOLDER)[-1]
+    work = _fresh(saved_run, tmp_path / "w")
+    rc, err = _main(capsys, work, "max_tokens=8192", *SHORT, f"load_from={{path: {ckpt}}}",
+                    "model.preset=tiny-large")
+    assert rc == 2
+    line = _refusal_line(err)
+    assert line.startswith(f"error: load_from.path: {ckpt} holds a model that does not fit")
+    assert "preset: 'tiny' there, 'tiny-large' here" in line and "model.preset='tiny'" in line
+
+
+def test_load_from_a_checkpoint_missing_weights_is_one_line(saved_run, tmp_path, capsys):
+    ckpt = torch.load(ckpt_io.list_checkpoints(saved_run / FOLDER)[-1], map_location="cpu", weights_only=False)
+    gone = next(k for k in ckpt["state"]["model"] if "layers.0." in k)
+    del ckpt["state"]["model"][gone]
+    bad = tmp_path / "ba4-tok16384-rank0.pt"
+    torch.save(ckpt, bad)
+    work = _fresh(saved_run, tmp_path / "w")
+    rc, err = _main(capsys, work, "max_tokens=8192", *SHORT, f"load_from={{path: {bad}}}")
+    assert rc == 2
+    line = _refusal_line(err)
+    assert f"load_from.path: {bad} holds a model that does not fit" in line and "missing" in line

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ def has_checkpoint(folder: str | Path) -> bool:
     return latest.is_symlink() and latest.exists()
 
 
-def _batch_of(path: Path) -> int:
+def batch_of(path: Path) -> int:
+    """The step (batch number) in a checkpoint file's name."""
     return int(_CKPT_RE.search(path.name).group(1))
 
 
@@ -82,17 +84,57 @@ def uncommitted(folder: str | Path) -> list[Path]:
     latest = p / LATEST
     if not (p.is_dir() and latest.is_symlink() and latest.exists()):
         return []
-    committed = _batch_of(latest.resolve())
-    return [file for file in list_checkpoints(p) if _batch_of(file) > committed]
+    committed = batch_of(latest.resolve())
+    return [file for file in list_checkpoints(p) if batch_of(file) > committed]
 
 
-def discard_uncommitted(folder: str | Path) -> list[Path]:
-    """Remove the uncommitted files; resuming from `latest` would also refuse to overwrite them."""
-    removed = uncommitted(folder)
+ASIDE_PREFIX = "rolled-back-"
+"""Later checkpoints set aside by a rollback go to `<save.folder>/rolled-back-<time>/` (never deleted)."""
+ASIDE_NOTE = "rolled_back.json"
+
+
+def set_aside(folder: str | Path, files: list[Path], note: dict[str, Any]) -> Path:
+    """Move `files` (checkpoints of `folder`, or its completion marker) into a new `rolled-back-<time>/` folder
+    of it, with a note saying why. A rename within the folder: nothing is copied, nothing is deleted. The folder
+    is not a checkpoint location: list_checkpoints, export and resume never look inside it."""
+    p = Path(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = p / f"{ASIDE_PREFIX}{stamp}"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = p / f"{ASIDE_PREFIX}{stamp}-{n}"
+    aside.mkdir()
+    for file in files:
+        file.replace(aside / file.name)
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "moved": [f.name for f in files], **note}
+    (aside / ASIDE_NOTE).write_text(json.dumps(record, indent=2) + "\n")
+    return aside
+
+
+def settle_uncommitted(folder: str | Path) -> tuple[list[Path], Path | None]:
+    """Checkpoint files newer than a valid `latest`: an interrupted save (a file that does not load) is removed;
+    a complete checkpoint (one that loads: `latest` was rolled back to an earlier one, or a crash came between
+    a save and the update of `latest`) is moved aside, never deleted. Returns (removed, aside folder or None);
+    resuming from `latest` would otherwise refuse to overwrite these files."""
+    later = uncommitted(folder)
+    removed = [file for file in later if not _loads(file)]
     for file in removed:
-        log.warning("removing %s: written after the last committed checkpoint (crash during a save?)", file)
-        file.unlink()
-    return removed
+        log.warning("removing %s: an incomplete checkpoint written after the last committed one (a save cut off "
+                    "by a crash); it does not load", file)
+        _remove(file)
+    complete = [file for file in later if file not in removed]
+    if not complete:
+        return removed, None
+    latest = (Path(folder) / LATEST).resolve()
+    aside = set_aside(folder, complete, {"resumed_from": latest.name, "reason": "found at start-up: newer than "
+                                         f"{LATEST}, complete"})
+    log.warning("%s names %s, but %d later complete checkpoint(s) exist (%s): `latest` was rolled back, or a "
+                "crash came between a save and the update of `latest`. They are kept, moved to %s; this run "
+                "resumes from %s (step %d). To continue from the newest instead, move them back and point %s at it",
+                LATEST, latest.name, len(complete), ", ".join(f.name for f in complete), aside, latest.name,
+                batch_of(latest), LATEST)
+    return removed, aside
 
 
 def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -280,11 +322,32 @@ def build_model(ckpt: dict[str, Any], **config_overrides) -> ModernBertForMasked
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{ckpt.get('_path')}: its model config cannot be mapped to ModernBERT: {err}") from err
     model = ModernBertForMaskedLM(config, init=False)
-    try:
-        load_into(model, model_state(ckpt))
-    except ValueError as err:
-        raise CheckpointError(f"{ckpt.get('_path')}: {err}") from err
+    load_weights(model, ckpt)
     return model
+
+
+def load_weights(model: ModernBertForMaskedLM, ckpt: dict[str, Any], field: str | None = None) -> None:
+    """A loaded checkpoint's weights into `model` (init_from, load_from and export share this). Weights that do
+    not fit, e.g. of another model size, are a CheckpointError naming the file, the differing config fields and
+    the fix (prefixed with the config field, such as load_from.path, when given)."""
+    where = f"{field}: " if field else ""
+    try:
+        state = model_state(ckpt)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}{ckpt.get('_path')} holds no model weights in the expected form (state/model "
+                              f"of a Composer checkpoint): {err}") from err
+    try:
+        load_into(model, state)
+    except (ValueError, RuntimeError) as err:
+        saved = ((ckpt["state"].get("callbacks") or {}).get("RunInfo") or {}).get("model_config") or {}
+        ours = model.config.to_dict()
+        changed = [f"{k}: {saved[k]!r} there, {ours.get(k)!r} here" for k in SHAPE_KEYS
+                   if k in saved and saved[k] != ours.get(k)]
+        what = "; ".join(changed) if changed else str(err)
+        fix = (f"set model.preset={saved['preset']!r} (and its overrides) to continue it, or use init_from to "
+               "tile it into a larger model") if changed and "preset" in saved else "point at a checkpoint of this model"
+        raise CheckpointError(f"{where}{ckpt.get('_path')} holds a model that does not fit this run's "
+                              f"(model.preset={ours.get('preset')!r}): {what}; {fix}") from err
 
 
 def model_from_checkpoint(path: str | Path, **config_overrides) -> ModernBertForMaskedLM:
@@ -368,6 +431,16 @@ def optimizer_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     return next(iter(optims.values()))
 
 
+def _remove(path: Path) -> None:
+    """A checkpoint file, or a sharded checkpoint's folder."""
+    if path.is_dir() and not path.is_symlink():
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def _loads(path: Path) -> bool:
     try:
         if is_sharded(path):
@@ -383,13 +456,23 @@ def _loads(path: Path) -> bool:
         return False
 
 
+def point_latest(folder: Path, checkpoint: Path) -> None:
+    """Point `latest` at a checkpoint of the folder atomically: a new link renamed over the old name."""
+    tmp = folder / f".{LATEST}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(checkpoint.name)
+    tmp.replace(folder / LATEST)
+
+
 def repair_latest(folder: str | Path) -> Path | None:
     """Make `latest` point at the newest complete checkpoint, and remove what a crash left half-written.
 
     Composer writes a checkpoint in place, then removes and re-creates `latest`. A crash can leave a
-    truncated file newer than `latest`, or no `latest` at all. Files newer than a valid `latest` were never
-    committed and are removed. Without a valid `latest`, the newest checkpoint that loads is chosen and
-    `latest` is re-created atomically (a new link renamed over the old name)."""
+    truncated file newer than `latest`, or no `latest` at all. Files newer than a valid `latest` are settled by
+    `settle_uncommitted`: removed when they do not load, moved aside when they do. Without a valid `latest`,
+    the newest checkpoint that loads is chosen and `latest` is re-created atomically (a new link renamed over
+    the old name)."""
     p = Path(folder)
     if not p.is_dir():
         return None
@@ -397,7 +480,7 @@ def repair_latest(folder: str | Path) -> Path | None:
     if latest.is_symlink() and latest.exists():
         target = latest.resolve()
         if _loads(target):
-            discard_uncommitted(p)
+            settle_uncommitted(p)
             return target
         aside = target.with_name(target.name + ".corrupt")
         target.replace(aside)  # kept for inspection; no longer a *.pt, so never chosen again
@@ -409,16 +492,12 @@ def repair_latest(folder: str | Path) -> Path | None:
             chosen = file
             break
         log.warning("removing %s: not a complete checkpoint (crash during a save?)", file)
-        file.unlink()
+        _remove(file)
     if chosen is None:
         if latest.is_symlink():
             latest.unlink()
         return None
-    tmp = p / f".{LATEST}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(chosen.name)
-    tmp.replace(latest)
+    point_latest(p, chosen)
     log.warning("`latest` was missing, dangling or corrupt; it now points at %s: resuming from there", chosen.name)
     return chosen
 

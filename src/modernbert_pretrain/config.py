@@ -283,6 +283,10 @@ class TrainConfig:
     """Resume this run from its own latest checkpoint after a crash."""
     nonfinite_loss: Literal["stop", "skip"] = "stop"
     """On a NaN/Inf loss: stop (the last good checkpoint stays) or skip the batch and count it."""
+    nonfinite_max_skipped: int = 5
+    """With nonfinite_loss: skip, the most consecutive steps that may be skipped; the next non-finite one stops
+    the run (exit 3). One bad batch does not make the next ones non-finite; a row of them means broken weights.
+    A run whose last step was skipped is never marked complete."""
     eval: EvalConfig | None = None
     """Held-out evaluation."""
     export: ExportConfig | None = None
@@ -310,6 +314,9 @@ class TrainConfig:
         if self.scheduler.warmup_tokens + decay_tokens > self.max_tokens:
             raise ConfigError(f"scheduler.warmup_tokens + decay tokens ({self.scheduler.warmup_tokens} + "
                               f"{decay_tokens}) exceed max_tokens={self.max_tokens}")
+        if self.nonfinite_max_skipped < 1:
+            raise ConfigError(f"nonfinite_max_skipped must be >= 1 (consecutive skipped steps before the run stops), "
+                              f"got {self.nonfinite_max_skipped}; use nonfinite_loss: stop to skip none")
         if self.load_from is not None and self.init_from is not None:
             raise ConfigError("set either load_from (continue a phase) or init_from (tile a smaller model), not both")
 

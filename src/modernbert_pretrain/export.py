@@ -13,6 +13,8 @@ Errors are one line and exit code 2 (`--debug` or MODERNBERT_DEBUG=1 also prints
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -38,8 +40,9 @@ from .checkpoints import (
     resolve_checkpoint,
     uncommitted,
 )
+from .diskspace import free_bytes, no_space, out_of_space
 from .model import ModernBertForMaskedLM
-from .model.hf import current_umask
+from .model.hf import WEIGHTS_NAME, current_umask, to_hf_state_dict
 from .schema import debug_requested
 
 log = logging.getLogger(__name__)
@@ -55,17 +58,65 @@ class ExportError(ValueError):
     """Something about the input or output of an export is wrong; the message says what."""
 
 
+class ExportNoSpace(ExportError):  # noqa: N818 - named after the condition
+    """The disk filled during an export; the message names the folder, the free and the needed space."""
+
+
 # --------------------------------------------------------------------------------- writing
 def folder_name(meta: dict[str, Any]) -> str:
     return f"step{meta['step']}-tok{meta['tokens_seen']}"
 
 
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the exported tensors (names, dtypes, shapes, bytes): the identity of an export's weights.
+    Two exports are the same only when this matches; run name, step and tokens can coincide across runs."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}\n".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _existing_meta(folder: Path) -> dict[str, Any] | None:
+    """The export metadata in `folder`, with its weights digest (computed from model.safetensors for exports
+    written before the digest was recorded); None when the folder holds no readable export."""
+    try:
+        old = json.loads((folder / METADATA_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    if "weights_sha256" not in old:
+        from safetensors.torch import load_file
+
+        try:
+            old["weights_sha256"] = weights_digest(load_file(str(folder / WEIGHTS_NAME)))
+        except Exception:  # noqa: BLE001 - a missing or broken weights file: not the same export
+            old["weights_sha256"] = None
+    return old
+
+
+def _source(meta: dict[str, Any]) -> str:
+    """The run and checkpoint an export came from, for messages."""
+    folder = ((meta.get("train_config") or {}).get("save") or {}).get("folder")
+    where = f" saved in {folder}" if folder else ""
+    ckpt = meta.get("checkpoint") or "its in-memory weights during training"
+    digest = str(meta.get("weights_sha256"))[:12]
+    return f"run {meta.get('phase')!r}{where} (checkpoint {ckpt}, weights sha256 {digest})"
+
+
 def _same_export(folder: Path, meta: dict[str, Any]) -> bool:
-    existing = folder / METADATA_NAME
-    if not existing.is_file():
+    """True when `folder` already holds this very export (same weights); an ExportError when it holds another
+    run's or checkpoint's export under the same name; False when it holds no export."""
+    old = _existing_meta(folder)
+    if old is None:
         return False
-    old = json.loads(existing.read_text())
-    return all(old.get(k) == meta.get(k) for k in ("phase", "step", "tokens_seen"))
+    keys = ("weights_sha256", "phase", "step", "tokens_seen")
+    if all(old.get(k) == meta.get(k) for k in keys):
+        return True
+    raise ExportError(f"{folder} already holds a different export: of {_source(old)}; this one is of "
+                      f"{_source(meta)}. Export into another folder, or remove {folder} if it is no longer wanted")
 
 
 def prepare_out(out_root: Path) -> None:
@@ -76,6 +127,9 @@ def prepare_out(out_root: Path) -> None:
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if out_of_space(err) == "errno":
+            raise ExportNoSpace(str(no_space("while creating the export folder", out_root, None,
+                                             "Free space or export into another folder"))) from err
         raise ExportError(f"cannot create the output folder {out_root}: {err.strerror or err}") from err
 
 
@@ -121,29 +175,32 @@ def _fix_modes(folder: Path) -> None:
 
 
 def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: Path, *,
-                 dtype: torch.dtype | None = None, tokenizer: str | None = None) -> tuple[Path, bool]:
-    """Write one export atomically. Returns (folder, written); written is False when it already existed."""
+                 dtype: torch.dtype | None = None, tokenizer: str | None = None,
+                 tokenizer_field: str = "--tokenizer") -> tuple[Path, bool]:
+    """Write one export atomically. Returns (folder, written); written is False when it already existed.
+    `tokenizer_field` names where an explicit `tokenizer` came from, for messages. A full disk is an
+    ExportNoSpace (the partial folder removed)."""
     prepare_out(out_root)
     clean_stale_temps(out_root)
     target = out_root / folder_name(meta)
+    state = to_hf_state_dict(model, dtype)
+    meta = {**meta, "weights_sha256": weights_digest(state)}
     if target.exists():
         if _same_export(target, meta):
             return target, False
-        raise ExportError(f"{target} already holds a different export (or something else); remove it or choose "
-                          "another output folder")
+        raise ExportError(f"{target} already holds something that is not an export (no readable {METADATA_NAME}); "
+                          "remove it or choose another output folder")
+    needed = sum(v.numel() * v.element_size() for v in state.values())
+    del state
+    _no_space = functools.partial(no_space, f"while exporting step {meta.get('step')} ({folder_name(meta)})",
+                                  out_root, needed)
+    free = free_bytes(out_root)
+    if free is not None and free < needed:
+        raise ExportNoSpace(str(_no_space("Nothing was written; free space or export into another folder")))
     tmp = out_root / _temp_name(target)
-    tmp.mkdir()  # not tempfile.mkdtemp: that makes the folder 0700
     try:
-        try:
-            model.save_pretrained(tmp, dtype=dtype)
-        except ValueError as err:
-            raise ExportError(f"{meta.get('checkpoint')}: {err}") from err
-        tok = tokenizer or meta.get("tokenizer")
-        if tok:
-            _save_tokenizer(tok, tmp)
-        public = {k: v for k, v in meta.items() if k != "model_config"}
-        (tmp / METADATA_NAME).write_text(json.dumps(public, indent=2, default=str) + "\n")
-        _fix_modes(tmp)
+        tmp.mkdir()  # not tempfile.mkdtemp: that makes the folder 0700
+        _write_tmp(model, meta, tmp, dtype, tokenizer, tokenizer_field)
         try:
             tmp.rename(target)
         except OSError:
@@ -151,19 +208,52 @@ def write_folder(model: ModernBertForMaskedLM, meta: dict[str, Any], out_root: P
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # a concurrent export of the same checkpoint finished first
             return target, False
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and out_of_space(err) == "errno":
+            raise ExportNoSpace(str(_no_space("The partial folder was removed; free space or export into another "
+                                              "folder, then run the export again"))) from err
         raise
     return target, True
 
 
-def _save_tokenizer(name_or_path: str, out: Path) -> None:
+def _write_tmp(model: ModernBertForMaskedLM, meta: dict[str, Any], tmp: Path, dtype: torch.dtype | None,
+               tokenizer: str | None, tokenizer_field: str) -> None:
+    try:
+        model.save_pretrained(tmp, dtype=dtype)
+    except ValueError as err:
+        raise ExportError(f"{meta.get('checkpoint')}: {err}") from err
+    if tokenizer:
+        _save_tokenizer(tokenizer, tmp, tokenizer_field)
+    elif meta.get("tokenizer"):
+        _save_tokenizer(meta["tokenizer"], tmp, None)
+    public = {k: v for k, v in meta.items() if k != "model_config"}
+    (tmp / METADATA_NAME).write_text(json.dumps(public, indent=2, default=str) + "\n")
+    _fix_modes(tmp)
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _save_tokenizer(name_or_path: str, out: Path, field: str | None) -> None:
+    """Bundle a tokenizer. `field` is where it was given (e.g. --tokenizer); None: it is the run's own."""
     from transformers import AutoTokenizer
 
+    label = f"{field} {name_or_path}" if field else f"the run's tokenizer {name_or_path}"
+    fix = ("give a tokenizer folder (as data_prep/train_tokenizer.py writes) or a Hugging Face tokenizer name"
+           if field else "pass --tokenizer <folder or Hugging Face name>")
+    path = Path(name_or_path)
+    if path.is_dir() and not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        held = sorted(p.name for p in path.iterdir())
+        contents = f"it holds {', '.join(held[:8])}{' ...' if len(held) > 8 else ''}" if held else "it is empty"
+        raise ExportError(f"{label}: the folder has no {' or '.join(_TOKENIZER_FILES)} ({contents}); {fix}")
+    if not path.exists() and (path.is_absolute() or name_or_path.startswith(".")):
+        raise ExportError(f"{label} does not exist; {fix}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except Exception as err:  # noqa: BLE001 - transformers raises many types
-        raise ExportError(f"cannot load the run's tokenizer {name_or_path!r}: {err}; pass --tokenizer") from err
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ExportError(f"cannot load {label}: {reason[:300]}; {fix}") from err
     tokenizer.save_pretrained(out)
 
 

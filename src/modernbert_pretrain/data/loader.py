@@ -16,6 +16,7 @@ Composer dependencies in ``train/compat.py`` (this package imports no Composer).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,9 @@ class PackedLoader(DataLoader):
         self._template: BatchPipeline | None = spec.build() if self.background else None
         self._state: dict[str, Any] | None = None  # background mode: state after the last yielded step
         self._worker = None
+        self.reseed: int | None = None
+        """A data seed that a saved state of another seed may be resumed with (set for a rollback with another
+        data seed): the epoch and position are kept, the order from there on is that of this seed."""
         self.metrics: dict[str, Any] = {}
         """After each step: step, tokens_seen, global_batch_size, packing_efficiency (this step),
         packing_efficiency_total (cumulative), real/slot token totals, epoch, empty docs skipped."""
@@ -194,6 +198,7 @@ class PackedLoader(DataLoader):
                     f"exact data resume needs the same world size"
                 )
             state = ranks[layout.rank]
+        state = self._reseeded(state)
         if state.get("fresh"):
             if (state["rank"], state["world_size"]) != (layout.rank, layout.world_size):
                 raise ResumeStateError(f"loader state of rank {state['rank']}/{state['world_size']} given to "
@@ -206,6 +211,17 @@ class PackedLoader(DataLoader):
             self.pipeline.load_state_dict(state)
         else:
             self._state = state
+
+    def _reseeded(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The state with its recorded data seed replaced by `reseed` (a copy; the state as it was otherwise)."""
+        order = ((state.get("source") or {}).get("fingerprint") or {}).get("order")
+        if self.reseed is None or not order or order[0] == self.reseed:
+            return state
+        state = copy.deepcopy(state)
+        state["source"]["fingerprint"]["order"][0] = self.reseed
+        log.warning("data: resuming the position of a state saved with data seed %s in the order of data seed %s",
+                    order[0], self.reseed)
+        return state
 
     def __del__(self) -> None:
         try:

@@ -15,7 +15,6 @@ from ..config import TrainConfig
 from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
 from ..model.attention import BACKENDS
-from ..model.hf import load_into
 from ..schema import ConfigError
 from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
 from .compat import RngResume, check_composer_version, per_node_signal_files
@@ -24,6 +23,7 @@ from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
 from .preflight import check_paths, check_save_folder, checkpoint_bytes
+from .rollback import allowed_data_seed, announce_pending
 from .schedule import TokenSchedule
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def start_model(cfg: TrainConfig, *, resuming: bool) -> tuple[ModernBertForMaske
             prior = ckpt_io.load_pretrained_weights(model, folder, cfg.load_from.path, cfg.load_from.weights_only)
             return model, None, prior
         ckpt = ckpt_io.read_checkpoint(cfg.load_from.path)
-        load_into(model, ckpt_io.model_state(ckpt))
+        ckpt_io.load_weights(model, ckpt, "load_from.path")
         optim = None if cfg.load_from.weights_only else ckpt_io.optimizer_state(ckpt)
         prior = ckpt_io.prior_of_checkpoint(ckpt)
         log.info("loaded weights%s from %s; %s", "" if optim is None else " and optimizer moments", ckpt["_path"],
@@ -202,7 +202,7 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
     # DataLoader whose dataset exposes state_dict/load_state_dict (the seam: train/compat.py), so resume never
     # replays past batches.
     callbacks = [RunInfo(info), TrainMetrics(model.config), RngResume(), Preemption(),
-                 NonFiniteGuard(cfg.nonfinite_loss), SaveSpaceGuard(cfg.save.folder, checkpoint_bytes(model)),
+                 NonFiniteGuard(cfg.nonfinite_loss, cfg.nonfinite_max_skipped), SaveSpaceGuard(cfg.save.folder, checkpoint_bytes(model)),
                  TokenSchedule(cfg.scheduler, cfg.max_tokens, cfg.optimizer.lr)]
     if cfg.logging.metrics_file:
         callbacks.append(MetricsFile(cfg.logging.metrics_file))
@@ -244,6 +244,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
         # Rank 0 alone writes checkpoints (monolithic), so it alone repairs: on a save folder shared by several
         # nodes a second repair would race the first.
         ckpt_io.repair_latest(cfg.save.folder)
+        announce_pending(cfg.save.folder)
     resuming = cfg.autoresume and ckpt_io.has_checkpoint(cfg.save.folder)
     if resuming:
         log.info("autoresume: %s holds checkpoints of this run; continuing it", cfg.save.folder)
@@ -260,6 +261,8 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
         model.model.compile(dynamic=True)  # in place: parameter names stay the same
 
     loader, evaluator = build_loaders(cfg, rank, world_size)
+    if resuming:
+        loader.reseed = rollback_data_seed(cfg)
     callbacks, loggers = _callbacks_and_loggers(cfg, model, raw_config, prior)
     callbacks += extra_callbacks
     kwargs: dict[str, Any] = {}
@@ -322,6 +325,16 @@ def fsdp_parallelism(cfg: TrainConfig, model: ModernBertForMaskedLM, world_size:
                     "DDP's", len(uneven), world_size, ", ".join(uneven[:3]))
     average_by_sum_on_gloo()
     return {"fsdp": FSDP2Config(**cfg.fsdp.composer_options())}
+
+
+def rollback_data_seed(cfg: TrainConfig) -> int | None:
+    """The data seed a rollback to the checkpoint this run resumes asked for; it must be the run's data.seed.
+    Every rank reads the save folder (shared, like the checkpoint it resumes)."""
+    seed = allowed_data_seed(cfg.save.folder)
+    if seed is not None and seed != cfg.data.seed:
+        raise ConfigError(f"data.seed: {cfg.save.folder} was rolled back with --data-seed {seed}, but data.seed is "
+                          f"{cfg.data.seed}; add data.seed={seed} to the command (and keep it on later resumes)")
+    return seed
 
 
 def _export_after_checkpoint(callbacks: list) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import time
 from typing import Any
@@ -12,6 +13,8 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from ..constants import IGNORE_INDEX
+
+log = logging.getLogger(__name__)
 
 
 class RunInfo(Callback):
@@ -125,6 +128,8 @@ class HFExport(Callback):
         self.dtype = dtype
         self._due = create_interval_scheduler(interval, include_end_of_training=True)
         self.exported: list[str] = []
+        self.failed: list[int] = []
+        """Steps whose export hit a full disk (logged; training went on)."""
 
     def batch_checkpoint(self, state: State, logger: Logger) -> None:
         from composer.core import Event
@@ -135,6 +140,8 @@ class HFExport(Callback):
     def fit_end(self, state: State, logger: Logger) -> None:
         # The interval scheduler treats the last batch as due; export it if batch_checkpoint did not.
         stamp = int(state.timestamp.batch.value)
+        if stamp in self.failed:
+            return
         if not any(path.endswith(f"/step{stamp}-tok{int(state.timestamp.token.value)}") for path in self.exported):
             self._export(state)
 
@@ -144,7 +151,7 @@ class HFExport(Callback):
         from pathlib import Path
 
         from ..checkpoints import cumulative
-        from ..export import DTYPES, write_folder
+        from ..export import DTYPES, ExportNoSpace, write_folder
 
         model = state.model.module.model if hasattr(state.model, "module") else state.model.model
         step, tokens = int(state.timestamp.batch.value), int(state.timestamp.token.value)
@@ -153,7 +160,16 @@ class HFExport(Callback):
         meta = {"phase": self.phase, "step": step, "tokens_seen": tokens, **cumulative(info, step, tokens),
                 "lr": float(state.optimizers[0].param_groups[0]["lr"]), "tokenizer": self.tokenizer,
                 "train_config": self.train_config, "checkpoint": None}
-        folder, _ = write_folder(model, meta, Path(self.folder), dtype=DTYPES[self.dtype], tokenizer=self.tokenizer)
+        try:
+            folder, _ = write_folder(model, meta, Path(self.folder), dtype=DTYPES[self.dtype], tokenizer=self.tokenizer,
+                                     tokenizer_field="data.tokenizer")
+        except ExportNoSpace as err:
+            # The step's checkpoint is already saved (the export runs after it): a month-long run must not stop
+            # for a copy that `python -m modernbert_pretrain.export` can write later.
+            log.error("training-time export skipped, training goes on: %s; export this step later from its "
+                      "checkpoint with python -m modernbert_pretrain.export", err)
+            self.failed.append(step)
+            return
         self.exported.append(str(folder))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import shutil
 import signal
@@ -15,6 +14,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from ..checkpoints import LATEST
+from ..diskspace import NoSpaceLeft, out_of_space
 from .compat import save_also_when, wrap_checkpoint_save, wrap_optimizer_step
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,6 @@ class Preempted(RuntimeError):  # noqa: N818 - an outcome, not an error
 
 class NonFiniteLoss(RuntimeError):
     """The loss (and so the gradients) became NaN or Inf at a step; the last good checkpoint is kept."""
-
-
-class NoSpaceLeft(RuntimeError):  # noqa: N818 - named after the condition, like the errno
-    """A checkpoint save ran out of disk space; `latest` still names the last complete checkpoint."""
 
 
 class Preemption(Callback):
@@ -70,19 +66,25 @@ class Preemption(Callback):
 class NonFiniteGuard(Callback):
     """Checks the gradients before every optimizer step. NaN/Inf (a non-finite loss makes them so):
     `stop` raises at that step, leaving the last good checkpoint as it is; `skip` drops the batch (no
-    optimizer step, no weight decay) and counts it."""
+    optimizer step, no weight decay) and counts it, up to `max_skipped` steps in a row: the next one in that row
+    raises like `stop`. `check_finished` refuses a run whose last step was skipped."""
 
-    def __init__(self, policy: str = "stop") -> None:
+    def __init__(self, policy: str = "stop", max_skipped: int = 5) -> None:
         if policy not in ("stop", "skip"):
             raise ValueError(f"non-finite policy must be 'stop' or 'skip', got {policy!r}")
         self.policy = policy
+        self.max_skipped = max_skipped
         self.skipped = 0
+        self.consecutive = 0
+        """Skipped steps since the last step that updated the weights (saved in checkpoints, so a resumed run
+        keeps counting)."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": self.skipped}
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.skipped = int(state.get("skipped", 0))
+        self.consecutive = int(state.get("consecutive", 0))
 
     def fit_start(self, state: State, logger: Logger) -> None:
         for optimizer in state.optimizers:
@@ -91,40 +93,42 @@ class NonFiniteGuard(Callback):
     def _wrap(self, optimizer, state: State, logger: Logger) -> None:
         def finite() -> bool:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+            ok = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+            if ok:
+                self.consecutive = 0
+            return ok
 
         def refused() -> None:
             batch = int(state.timestamp.batch.value) + 1
+            tokens = int(state.timestamp.token.value)
             if self.policy == "stop":
-                raise NonFiniteLoss(f"non-finite loss/gradients at step {batch} (tokens seen "
-                                    f"{int(state.timestamp.token.value)}); the weights were not updated and the "
-                                    "last good checkpoint is kept. Lower the LR, check the data, or set "
-                                    "nonfinite_loss: skip")
+                raise NonFiniteLoss(f"non-finite loss/gradients at step {batch} (tokens seen {tokens}); the weights "
+                                    "were not updated and the last good checkpoint is kept. Lower the LR, check the "
+                                    "data, or set nonfinite_loss: skip")
+            if self.consecutive >= self.max_skipped:
+                raise NonFiniteLoss(f"non-finite loss/gradients at step {batch} (tokens seen {tokens}), after "
+                                    f"{self.consecutive} skipped steps in a row (nonfinite_max_skipped="
+                                    f"{self.max_skipped}): the weights are likely broken. The last good checkpoint "
+                                    f"is kept; {_BROKEN_FIX}")
             self.skipped += 1
-            log.warning("non-finite loss at step %d: batch skipped (%d so far)", batch, self.skipped)
+            self.consecutive += 1
+            log.warning("non-finite loss at step %d: batch skipped (%d so far, %d in a row of at most %d)", batch,
+                        self.skipped, self.consecutive, self.max_skipped)
             optimizer.zero_grad(set_to_none=True)
             logger.log_metrics({"train/skipped_nonfinite_batches": self.skipped})
 
         wrap_optimizer_step(optimizer, finite, refused)
 
+    def check_finished(self, state: State) -> None:
+        """At the end of a run: its last step must have updated the weights, or it is not complete."""
+        if self.consecutive:
+            raise NonFiniteLoss(f"the last {self.consecutive} step(s) of the run, up to step "
+                                f"{int(state.timestamp.batch.value)}, were all skipped (non-finite loss): the run is "
+                                f"not marked complete. {_BROKEN_FIX}")
 
-def _out_of_space(err: BaseException) -> str | None:
-    """'errno' for ENOSPC/EDQUOT anywhere in the exception chain; 'writer' for a failed write of torch's zip
-    writer, which reports a full disk as a RuntimeError ("[enforce fail at inline_container.cc] ... file write
-    failed") without the errno; None otherwise."""
-    seen = set()
-    found = None
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        text = str(err)
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return "errno"
-        if "No space left on device" in text or "Disk quota exceeded" in text:
-            return "errno"
-        if isinstance(err, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container" in text):
-            found = "writer"
-        err = err.__cause__ or err.__context__
-    return found
+
+_BROKEN_FIX = ("Roll back to an earlier checkpoint (python -m modernbert_pretrain.train.rollback <save.folder> "
+               "<checkpoint>), lower the LR or check the data, then run the same command again")
 
 
 class SaveSpaceGuard(Callback):
@@ -139,7 +143,7 @@ class SaveSpaceGuard(Callback):
         wrap_checkpoint_save(state, self._on_save_error)
 
     def _on_save_error(self, state: State, err: BaseException) -> None:
-        kind = _out_of_space(err)
+        kind = out_of_space(err)
         if kind is None or kind == "writer" and not self._short_of_space():
             return  # not a full disk: the original error propagates
         raise NoSpaceLeft(self.message(int(state.timestamp.batch.value))) from err

@@ -69,13 +69,16 @@ def run(args) -> int:
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
-    from .faults import NonFiniteLoss, Preempted
+    from .faults import NonFiniteGuard, NonFiniteLoss, Preempted
 
     trainer = build_trainer(cfg, raw_config=raw)
     if dist.get_global_rank() == 0:
         (Path(cfg.save.folder) / COMPLETE_NAME).unlink(missing_ok=True)  # an extended run; under the lock
     try:
-        trainer.fit()
+        if int(trainer.state.timestamp.token.value) < cfg.max_tokens:
+            trainer.fit()  # else resumed at its end (a stop after the last save): Composer would refuse to fit
+        for guard in (cb for cb in trainer.state.callbacks if isinstance(cb, NonFiniteGuard)):
+            guard.check_finished(trainer.state)
         if dist.get_global_rank() == 0:
             mark_complete(cfg, trainer)  # while the run still holds the save folder's lock
     except Preempted as stop:
@@ -109,8 +112,27 @@ def completed(cfg) -> str | None:
         log.warning("%s: the run finished at %s tokens; max_tokens is now %d: continuing it", marker,
                     record.get("tokens", "?"), cfg.max_tokens)
         return None
+    if _rolled_back(cfg.save.folder, record):
+        return None
     return (f"run {cfg.run_name!r} is already complete: step {record.get('step')}, {record.get('tokens')} tokens "
             f"({marker}); nothing to do. To train further raise max_tokens, or choose a new save.folder")
+
+
+def _rolled_back(folder: str, record: dict) -> bool:
+    """True when `latest` names an earlier step than the finished run's last one: it was rolled back by hand
+    since, and the run continues from there (the marker is removed when it starts)."""
+    from ..checkpoints import LATEST, batch_of, has_checkpoint, list_checkpoints
+
+    target = (Path(folder) / LATEST).resolve()
+    if not has_checkpoint(folder) or not isinstance(record.get("step"), int) or \
+            target not in {p.resolve() for p in list_checkpoints(Path(folder))}:
+        return False
+    step = batch_of(target)
+    if step >= record["step"]:
+        return False
+    log.warning("the run finished at step %d, but %s now names step %d (rolled back): continuing from there",
+                record["step"], LATEST, step)
+    return True
 
 
 def mark_complete(cfg, trainer) -> None:

@@ -29,6 +29,7 @@ from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, T
 from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
 from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
+from modernbert_pretrain.diskspace import no_space, out_of_space
 
 PIECE_CHARS = 1 << 16
 """Longest text piece one tokenizer call sees (~16k tokens); longer documents are cut at word ends."""
@@ -297,9 +298,15 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
         writer.finish()
         name = os.path.abspath(tokenizer) if os.path.isdir(tokenizer) else tokenizer
         write_fingerprint(output_dir, fingerprint_of(tok, name))
-    except BaseException:
+    except BaseException as err:
         writer.cancel_future_jobs()
         _remove_partial(output_dir)
+        if isinstance(err, Exception) and out_of_space(err) == "errno":
+            # A token covers at least one byte of text: the input's size bounds the token count (but for the
+            # [CLS]/[SEP] of each sample).
+            needed = sum(os.path.getsize(f) for f in files) * dtype.itemsize
+            raise no_space("while writing shards", output_dir, needed, "The partial shards were removed; free "
+                           "space or choose another --output, then run it again", bound="up to about") from err
         raise
     shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p).startswith("shard.")])
     return MdsSummary(output=output_dir, files=len(files), documents=counts["docs"], empty_documents=counts["empty"],
