@@ -44,16 +44,18 @@ def batch(rows: int, seq_len: int, device: str = "cpu") -> dict[str, torch.Tenso
             "max_seqlen": seq_len}
 
 
-def count_forward(model: nn.Module, inputs: dict, masked: int, precision: str,
+def count_forward(model: nn.Module, inputs: dict, masked: int | None, precision: str,
                   encoder: nn.Module | None = None) -> dict[str, int]:
     """Run `model(**inputs)` in training mode and count saved bytes by 'encoder' and 'head' (everything after
-    `model.model` returns). `encoder`, when given, replaces `model.model` for the forward (a compiled one)."""
+    `model.model` returns). `encoder`, when given, replaces `model.model` for the forward (a compiled one).
+    `masked`: the number of labelled tokens, for fake inputs; None for real inputs (their labels say it)."""
     counter = SavedBytes(exclude=model.parameters())
     inner = model.model
     model.model = inner if encoder is None else encoder
     hook = model.model.register_forward_hook(lambda *_: setattr(counter, "phase", "head"))
     try:
-        with counter.counting(), cuda_like(precision), FixedNonzero(masked):
+        fixed = contextlib.nullcontext() if masked is None else FixedNonzero(masked)
+        with counter.counting(), cuda_like(precision), fixed:
             model(**inputs)
     finally:
         hook.remove()

@@ -56,6 +56,9 @@ def dry_run(args) -> int:
     plan = make_plan(cfg, world)
     plan["memory"] = memory_plan(cfg, world, gpu_memory)
     print(format_table(plan["memory"]))
+    if not plan["memory"]["fits"]:
+        print(f"warning: memory plan: {plan['memory']['verdict']} in {args.gpu_memory or DEFAULT_GPU_MEMORY} per GPU "
+              "(table above); lower data.device_microbatch_size or check --gpu-memory", file=sys.stderr)
     print(json.dumps(plan))
     return 0
 
