@@ -107,7 +107,7 @@ def memory_plan(cfg: TrainConfig, world_size: int, gpu_memory: int) -> dict:
     parts["head"] = saved["head"] + head_backward_bytes(masked, model_cfg.vocab_size, setup)
     total = sum(parts.values())
     upper = int(total * (1 + ERROR_BOUND))
-    verdict = "fits" if upper <= gpu_memory else "tight" if total <= gpu_memory else "does not fit"
+    verdict = "fits" if upper <= gpu_memory else "may not fit" if total <= gpu_memory else "does not fit"
     return {"estimate": True, "setup": asdict(setup), "microbatch": cfg.data.device_microbatch_size,
             "seq_len": cfg.data.seq_len, "masked_tokens": masked, "bytes": parts, "total_bytes": total,
             "error_bound": ERROR_BOUND, "upper_bytes": upper, "gpu_memory_bytes": gpu_memory, "verdict": verdict,
