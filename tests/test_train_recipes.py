@@ -16,27 +16,28 @@ ROOT = Path(__file__).resolve().parents[1]
 T = 10**12
 B = 10**9
 
-# (yaml, expected subset of the plan) - numbers from arXiv 2412.13663 tables 3-4.
+# (yaml, expected subset of the plan) - numbers from arXiv 2412.13663 tables 3-4; microbatches are the largest
+# that the memory plan fits on 8 x H100 (docs/memory.md).
 RECIPES = {
-    "phase1": dict(max_tokens=1719 * B, seq_len=1024, global_batch_size=4608, device_microbatch_size=96, lr=8e-4,
+    "phase1": dict(max_tokens=1719 * B, seq_len=1024, global_batch_size=4608, device_microbatch_size=48, lr=8e-4,
                    weight_decay=1e-5, betas=[0.9, 0.98], eps=1e-6, warmup_tokens=3 * B,
                    batch_size_warmup={"start": 768, "tokens": 50 * B}, decay=None, rope_theta_global=10000.0,
                    rope_theta_local=10000.0, mask_prob=0.3, load_from=None, init_from=None,
                    model={"preset": "base", "params": 149_655_232}),
-    "phase2": dict(max_tokens=250 * B, seq_len=8192, global_batch_size=576, device_microbatch_size=12, lr=3e-4,
+    "phase2": dict(max_tokens=250 * B, seq_len=8192, global_batch_size=576, device_microbatch_size=9, lr=3e-4,
                    weight_decay=1e-5, warmup_tokens=0, batch_size_warmup=None, decay=None,
                    rope_theta_global=160000.0, rope_theta_local=10000.0, mask_prob=0.3),
     "phase3": dict(max_tokens=50 * B, seq_len=8192, global_batch_size=576, lr=3e-4, weight_decay=1e-5,
                    decay={"shape": "1-sqrt", "tokens": 50 * B, "final_lr_fraction": 0.0},
                    rope_theta_global=160000.0, rope_theta_local=10000.0),
-    "large/phase1": dict(max_tokens=1719 * B, seq_len=1024, global_batch_size=4928, device_microbatch_size=56,
+    "large/phase1": dict(max_tokens=1719 * B, seq_len=1024, global_batch_size=4928, device_microbatch_size=28,
                          lr=5e-4, weight_decay=1e-5, warmup_tokens=2 * B,
                          batch_size_warmup={"start": 448, "tokens": 10 * B},
                          lr_drops=[{"at_tokens": 919 * B, "lr_fraction": 0.1}], rope_theta_global=10000.0,
                          model={"preset": "large", "params": 395_881_664}),
-    "large/phase2": dict(max_tokens=250 * B, seq_len=8192, global_batch_size=616, device_microbatch_size=7,
+    "large/phase2": dict(max_tokens=250 * B, seq_len=8192, global_batch_size=616, device_microbatch_size=1,
                          lr=5e-5, weight_decay=1e-6, rope_theta_global=160000.0),
-    "large/phase3": dict(max_tokens=50 * B, seq_len=8192, global_batch_size=624, device_microbatch_size=6, lr=5e-5,
+    "large/phase3": dict(max_tokens=50 * B, seq_len=8192, global_batch_size=624, device_microbatch_size=3, lr=5e-5,
                          weight_decay=1e-6, decay={"shape": "1-sqrt", "tokens": 50 * B, "final_lr_fraction": 0.0}),
     "anneal/domain": dict(decay={"shape": "1-sqrt", "tokens": 50 * B, "final_lr_fraction": 0.0}, seq_len=8192),
 }

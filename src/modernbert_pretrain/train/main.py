@@ -34,15 +34,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan as JSON; no training")
     parser.add_argument("--world-size", type=int, default=None,
                         help="for --dry-run: world size to check batch arithmetic against (default: $WORLD_SIZE or 1)")
+    parser.add_argument("--gpu-memory", default=None, metavar="SIZE",
+                        help="for --dry-run: memory of one GPU to check the memory plan against, e.g. 80GB, "
+                             "79.6GiB (default: an H100's 80GB)")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of a refusal (also: {DEBUG_ENV}=1); by default one line, exit 2")
     return parser.parse_intermixed_args(argv)
 
 
 def dry_run(args) -> int:
+    from .memory import DEFAULT_GPU_MEMORY, format_table, memory_plan, parse_memory
     from .plan import make_plan
     from .preflight import check_paths
 
+    gpu_memory = parse_memory(args.gpu_memory or DEFAULT_GPU_MEMORY)
     _, cfg = load(args.config, args.overrides)
     world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
     cfg.check_world_size(world)
@@ -52,6 +57,11 @@ def dry_run(args) -> int:
     if plan["tokens_trained"] != plan["max_tokens"]:
         print(f"note: max_tokens={plan['max_tokens']} is not at a step boundary; the run stops after step "
               f"{plan['steps']}, at {plan['tokens_trained']} tokens", file=sys.stderr)
+    plan["memory"] = memory_plan(cfg, world, gpu_memory)
+    print(format_table(plan["memory"]))
+    if not plan["memory"]["fits"]:
+        print(f"warning: memory plan: {plan['memory']['verdict']} in {args.gpu_memory or DEFAULT_GPU_MEMORY} per GPU "
+              "(table above); lower data.device_microbatch_size or check --gpu-memory", file=sys.stderr)
     print(json.dumps(plan))
     return 0
 
