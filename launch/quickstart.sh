@@ -15,6 +15,7 @@ export WANDB_MODE="${WANDB_MODE:-offline}" TOKENIZERS_PARALLELISM=false
 
 if ! "$PY" -c "import modernbert_pretrain, composer, streaming, sklearn, matplotlib" 2>/dev/null; then
   echo "== installing the project (with its evaluation extra)"
+  "$PY" -m pip install -q -U pip  # pip 23's resolver backtracks for over 25 minutes on these pins
   "$PY" -m pip install -q -e "$ROOT[eval]"
 fi
 cd "$ROOT"

@@ -96,3 +96,48 @@ def test_fsdp_checkpoint_resumes_bitwise_and_exports(reference_runs, smoke_workd
     trained = model_state(read_checkpoint(last))
     ours = trained["model.embeddings.tok_embeddings.weight"]
     assert torch.equal(hf.model.embeddings.tok_embeddings.weight, ours.to(hf.dtype))
+
+
+# ---- the fsdp: section and its refusals (no processes started) --------------------------------------------
+
+def _cfg(tmp_path, *overrides):
+    import yaml
+
+    from modernbert_pretrain.config import load_config
+
+    from .test_train_config import GOOD
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    return load_config(path, list(overrides))
+
+
+def test_fsdp_section_is_typed_and_takes_fsdp1_names(tmp_path):
+    from modernbert_pretrain.schema import ConfigError
+
+    assert _cfg(tmp_path).fsdp is None
+    assert _cfg(tmp_path, "fsdp={}").fsdp.composer_options() == {
+        "reshard_after_forward": True, "state_dict_type": "sharded", "activation_checkpointing": False,
+        "mixed_precision": "DEFAULT"}
+    assert _cfg(tmp_path, "fsdp={sharding_strategy: SHARD_GRAD_OP}").fsdp.reshard_after_forward is False
+    with pytest.raises(ConfigError, match="state_dict_typ.*did you mean 'state_dict_type'"):
+        _cfg(tmp_path, "fsdp={state_dict_typ: full}")
+    with pytest.raises(ConfigError, match="sharding_strategy"):
+        _cfg(tmp_path, "fsdp={sharding_strategy: HYBRID_SHARD}")
+
+
+def test_fsdp1_and_lost_optimizer_moments_are_refused(tmp_path, monkeypatch):
+    from modernbert_pretrain.model import ModernBertForMaskedLM
+    from modernbert_pretrain.schema import ConfigError
+    from modernbert_pretrain.train.builder import fsdp_parallelism
+
+    cfg = _cfg(tmp_path, "fsdp={}")
+    model = ModernBertForMaskedLM(cfg.model_config())
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ConfigError, match="FSDP_VERSION=1: fsdp: runs on FSDP2 only"):
+        fsdp_parallelism(cfg, model, 2, restores_moments=False)
+    monkeypatch.delenv("FSDP_VERSION")
+    with pytest.raises(ConfigError, match="load_from.weights_only: true"):
+        fsdp_parallelism(cfg, model, 2, restores_moments=True)
+    config = fsdp_parallelism(cfg, model, 2, restores_moments=False)["fsdp"]
+    assert type(config).__name__ == "FSDP2Config" and config.state_dict_type == "sharded"
