@@ -61,7 +61,7 @@ def test_tiny_cpu_run_reports_every_figure():
 
 
 def test_a_failing_variant_is_reported_and_the_run_goes_on(capsys):
-    # In-process (cheap). FlexAttention has no CPU backward pass, so our variant fails before any step.
+    # In-process (cheap). torch's varlen attention is CUDA-only, so our variant fails before any step.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_train_throughput", SCRIPT)
@@ -70,12 +70,12 @@ def test_a_failing_variant_is_reported_and_the_run_goes_on(capsys):
     spec.loader.exec_module(bench)
     threads = torch.get_num_threads()
     try:
-        code = bench.main(["--device", "cpu", "--tiny", "--configs", "base@1024", "--attn", "flex", "--no-hf"])
+        code = bench.main(["--device", "cpu", "--tiny", "--configs", "base@1024", "--attn", "torch_varlen", "--no-hf"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
     assert code == 1  # nothing succeeded
     (result,) = summary["results"]
-    assert result["status"] == "failed" and "flex" in result["error"]
+    assert result["status"] == "failed" and "torch_varlen" in result["error"]
     assert "FAILED" in out

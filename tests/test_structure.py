@@ -80,7 +80,8 @@ def test_batch_divisibility_is_one_rule(tmp_path):
                                         "global_batch_size": 24, "batch_size_warmup_start": 8,
                                         "batch_size_warmup_tokens": 10_000})
     for world_size in (1, 2, 3, 4, 6, 5):
-        fits = 24 % (4 * world_size) == 0 and 8 % (4 * world_size) == 0
+        # The full batch must be whole microbatches on every rank; the warmup start is rounded up to them.
+        fits = 24 % (4 * world_size) == 0
         checks = (cfg.check_world_size, cfg.data.check_world_size, lambda w: batch_size_schedule(cfg.data, w),
                   lambda w: total_steps(cfg, w))
         for check in checks:
@@ -89,6 +90,9 @@ def test_batch_divisibility_is_one_rule(tmp_path):
             else:
                 with pytest.raises(ConfigError, match=f"x world size {world_size} = {4 * world_size}"):
                     check(world_size)
+        if fits:
+            unit = 4 * world_size
+            assert batch_size_schedule(cfg.data, world_size).start == -(-8 // unit) * unit
     assert total_steps(cfg, 1) == batch_size_schedule(cfg.data, 1).steps_for(cfg.max_tokens)
 
 

@@ -173,7 +173,7 @@ def test_dry_run_says_how_many_tokens_are_really_trained(tmp_path, capsys):
     path.write_text(yaml.safe_dump(GOOD | {"max_tokens": 5000}))
     assert main([str(path), "--dry-run"]) == 0
     out = capsys.readouterr()
-    plan = json.loads(out.out)
+    plan = json.loads(out.out.strip().splitlines()[-1])  # the memory table comes before the JSON line
     assert plan["steps"] == 3 and plan["tokens_trained"] == 3 * 16 * 128
     assert "max_tokens=5000 is not at a step boundary; the run stops after step 3, at 6144 tokens" in out.err
     path.write_text(yaml.safe_dump(GOOD | {"max_tokens": 1000}))
