@@ -4,8 +4,8 @@
     python data_prep/tokenize_to_mds.py --input <files or dirs> --output <dir> --tokenizer <name or dir>
         [--text-field text] [--workers N] [--max-seq-len L] [--overwrite] [--parts N --part I]
 
-Inputs: .jsonl, .jsonl.gz and .parquet (one document per record, text in --text-field) and .txt
-(one document per file). Each document is written as [CLS] tokens [SEP]; longer than
+Inputs: .jsonl, .jsonl.gz, .jsonl.zst, .json.gz, .parquet and Hugging Face save_to_disk folders
+(one document per record, text in --text-field), .txt (one document per file), folders and globs. Each document is written as [CLS] tokens [SEP]; longer than
 --max-seq-len, it is split into consecutive pieces that each fit (no token is lost). Whitespace-only
 documents are skipped and counted.
 
