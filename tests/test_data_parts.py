@@ -249,3 +249,6 @@ def test_a_part_refuses_folders_of_another_plan(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another plan" in err[0]
     assert not os.path.exists(os.path.join(out, "part-00001-of-00002"))
+    assert to_mds.main(args + ["--parts", "2", "--part", "0", "--max-seq-len", "128"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert to_mds.main(args + ["--parts", "2", "--part", "0", "--max-seq-len", "128", "--overwrite"]) == 0

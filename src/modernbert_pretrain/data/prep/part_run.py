@@ -43,8 +43,9 @@ from modernbert_pretrain.data.prep.to_mds import (
 from modernbert_pretrain.data.shards import INDEX_NAME
 
 
-def _check_root(root: str, parts: int, plan_sha: str) -> None:
-    """Refuse an output root holding a single-run dataset, or parts of another plan."""
+def _check_root(root: str, parts: int, plan_sha: str, mine: str, overwrite: bool) -> None:
+    """Refuse an output root holding a single-run dataset, or parts of another plan (but for this part's own
+    folder ``mine`` when ``overwrite`` replaces it)."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise PartsError(f"output {root} exists and is not a directory")
     loose = [p for p in existing_shard_files(root) if os.path.basename(p).startswith("shard.")] \
@@ -53,15 +54,17 @@ def _check_root(root: str, parts: int, plan_sha: str) -> None:
         raise PartsError(f"output {root} holds the shards of a single-run conversion "
                          f"({os.path.basename(loose[0])}); choose another --output for a --parts run")
     for name, (_, n) in part_folders(root).items():
+        if overwrite and name == mine:
+            continue
         if n != parts:
             raise PartsError(f"output {root} holds {name}, a part of a {n}-part plan, but this run has --parts "
                              f"{parts}; use --parts {n}, or delete the part folders of the other plan, or choose "
                              f"another --output")
         plan = read_json(os.path.join(root, name, PLAN_NAME))
         if plan is not None and plan.get("plan_sha256") != plan_sha:
+            fix = "pass --overwrite to redo this part" if name == mine else "delete the part folders and start again"
             raise PartsError(f"{os.path.join(root, name)} was written for another plan (other inputs, options or "
-                             f"tokenizer); run every part with the same arguments, or delete the part folders "
-                             f"and start again")
+                             f"tokenizer); run every part with the same arguments as before, or {fix}")
 
 
 def _check_folder(folder: str, plan_record: dict, overwrite: bool) -> dict | None:
@@ -123,7 +126,7 @@ def run_part(files: Sequence[str], root: str, tokenizer: str, how: _Writing, *, 
                    "tokenizer_name": fingerprint["name"], "dtype": how.dtype.name,
                    "chunks": [[u.to_json() for u in c] for c in my_chunks]}
     folder = os.path.join(root, part_name(part, parts))
-    _check_root(root, parts, plan_sha)
+    _check_root(root, parts, plan_sha, part_name(part, parts), overwrite)
     done = _check_folder(folder, plan_record, overwrite)
     if done is not None:
         return summary_of(folder, len(files), done["counts"], time.perf_counter() - started, done["shards"], how,
