@@ -198,3 +198,51 @@ def test_long_documents_are_tokenized_in_pieces_without_loss(tmp_path, monkeypat
     content = np.concatenate([s[1:-1] for s in last_doc])
     assert tok.decode(content.tolist()) == docs[2]  # byte-level BPE decodes losslessly: no text lost
     assert summary.documents == 3 and summary.split_documents == 2 and summary.samples == len(samples)
+
+
+def test_globs_zstd_json_gz_and_saved_datasets_read_the_same_documents(tmp_path):
+    import datasets
+    import zstandard
+
+    from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
+
+    records = [{"text": t} for t in load_docs(small_data().corpus)[:30]]
+    lines = "".join(json.dumps(r) + "\n" for r in records)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.jsonl").write_text(lines)
+    (tmp_path / "a" / "two.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    with gzip.open(tmp_path / "a" / "three.json.gz", "wt") as f:
+        f.write(lines)
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "saved"))
+    files = find_input_files([str(tmp_path / "a" / "*.json*"), str(tmp_path / "saved")])
+    assert [os.path.basename(f) for f in files] == ["one.jsonl", "three.json.gz", "two.jsonl.zst",
+                                                    "data-00000-of-00001.arrow"]
+    for path in files:
+        assert list(iter_documents(path)) == [r["text"] for r in records], path
+
+    bad = lines.splitlines()
+    bad[6] = '{"text": 3}'
+    (tmp_path / "bad.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("\n".join(bad).encode()))
+    with pytest.raises(InputDataError, match=r"bad\.jsonl\.zst:7: field 'text' is int"):
+        list(iter_documents(str(tmp_path / "bad.jsonl.zst")))
+    with pytest.raises(InputDataError, match="matches no files"):
+        find_input_files([str(tmp_path / "*.parquet")])
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(records)}).save_to_disk(str(tmp_path / "dict"))
+    with pytest.raises(InputDataError, match=r"splits \['train'\]; pass one split's folder"):
+        find_input_files([str(tmp_path / "dict")])
+
+    one = tokenize_to_mds([str(tmp_path / "a" / "one.jsonl")], fresh_dir("glob1"), small_data().tokenizer,
+                          max_seq_len=PREP_MAX_SEQ_LEN, progress=False)
+    saved = tokenize_to_mds([str(tmp_path / "saved")], fresh_dir("saved"), small_data().tokenizer,
+                            max_seq_len=PREP_MAX_SEQ_LEN, progress=False)
+    assert [s.tobytes() for s in read_samples(saved.output)] == [s.tobytes() for s in read_samples(one.output)]
+
+
+def test_line_ranges_name_the_line_of_a_bad_record(tmp_path):
+    from modernbert_pretrain.data.prep.readers import InputUnit, iter_unit_documents
+
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps({"text": f"doc {i}"}) + "\n" for i in range(9)) + "{broken\n")
+    size = os.path.getsize(path)
+    with pytest.raises(InputDataError, match=r"x\.jsonl:10: not valid JSON"):
+        list(iter_unit_documents(InputUnit(str(path), "lines", size // 2, size)))

@@ -13,7 +13,7 @@ import pytest
 from tests.data_fixtures import fresh_dir, small_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["sample_corpus.py", "train_tokenizer.py", "tokenize_to_mds.py", "validate_dataset.py"]
+SCRIPTS = ["sample_corpus.py", "train_tokenizer.py", "tokenize_to_mds.py", "validate_dataset.py", "merge_mds.py"]
 
 
 def load_script(name: str):

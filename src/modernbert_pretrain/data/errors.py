@@ -36,3 +36,7 @@ class ShardError(RuntimeError):
 
 class ResumeStateError(ConfigError):
     """A loader state cannot be restored into this loader (other data, rank or world size)."""
+
+
+class PartsError(ValueError):
+    """A part folder of a multi-part conversion is missing, unfinished, or from another plan."""

@@ -133,14 +133,26 @@ class ValidationReport:
         return not self.problems and self.indexes > 0
 
 
+def _is_merged(index_path: str) -> bool:
+    """Whether an index.json lists shards in its subfolders (a merged index)."""
+    try:
+        index = read_index(index_path)
+    except ShardError:
+        return False
+    return any("/" in str((info.get("raw_data") or {}).get("basename", "")) for info in index["shards"])
+
+
 def find_indexes(root: str) -> list[str]:
-    """Every index.json under ``root`` (itself or split subfolders), sorted."""
+    """Every index.json under ``root`` (itself or split subfolders), sorted. Indexes below a merged index
+    (``data_prep/merge_mds.py``, whose shards sit in subfolders) are left out: it lists their shards."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         if INDEX_NAME in filenames:
             found.append(os.path.join(dirpath, INDEX_NAME))
-    return found
+    merged = [os.path.dirname(path) + os.sep for path in found if _is_merged(path)]
+    return [path for path in found if not any(path.startswith(m) and os.path.dirname(path) + os.sep != m
+                                              for m in merged)]
 
 
 def _shard_records(index_path: str, report: ValidationReport) -> Iterator[tuple[str, dict]]:

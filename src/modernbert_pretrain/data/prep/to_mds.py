@@ -27,7 +27,7 @@ import numpy as np
 
 from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
 from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
-from modernbert_pretrain.data.prep.readers import find_input_files, iter_documents
+from modernbert_pretrain.data.prep.readers import InputUnit, find_input_files, iter_unit_documents
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
 from modernbert_pretrain.diskspace import no_space, out_of_space
 
@@ -59,6 +59,12 @@ class MdsSummary:
     shards: int
     dtype: str
     vocab_size: int
+    chunks: int = 0
+    """Chunks of this part (``parts`` runs only)."""
+    chunks_reused: int = 0
+    """Chunks found complete from an earlier, interrupted run and kept (``parts`` runs only)."""
+    already_complete: bool = False
+    """The part was complete before this run: nothing was written."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -126,15 +132,15 @@ def text_pieces(text: str, max_chars: int) -> Iterator[str]:
     yield text[start:]
 
 
-def _batches(files: Sequence[str], text_field: str, batch_docs: int,
+def _batches(units: Sequence[InputUnit], text_field: str, batch_docs: int,
              counts: dict[str, int]) -> Iterator[list[tuple[bool, str]]]:
     """Batches of ``(last piece of its document, text piece)``, each at most ``batch_docs`` pieces
     or about ``BATCH_CHARS`` characters: what one ``encode_batch`` call holds in memory."""
     piece_chars, batch_chars = PIECE_CHARS, BATCH_CHARS
     batch: list[tuple[bool, str]] = []
     chars = 0
-    for path in files:
-        for text in iter_documents(path, text_field):
+    for unit in units:
+        for text in iter_unit_documents(unit, text_field):
             if not text.strip():
                 counts["empty"] += 1
                 continue
@@ -168,22 +174,38 @@ def split_document(ids: np.ndarray, cls_id: int, sep_id: int, max_seq_len: int, 
     return pieces
 
 
-def _encoded_batches(batches: Iterator[list[tuple[bool, str]]], workers: int,
-                     tokenizer_json: str) -> Iterator[list[tuple[bool, np.ndarray]]]:
-    """Encode in order; with workers > 1 keep at most 2 x workers batches in flight."""
-    if workers <= 1:
-        _init_worker(tokenizer_json)
-        for batch in batches:
-            yield list(zip([last for last, _ in batch], _encode([text for _, text in batch])))
-        return
-    import multiprocessing as mp
+class _Encoder:
+    """Encodes batches in order; with workers > 1 in a process pool kept for its whole life, with at most
+    2 x workers batches in flight."""
 
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(tokenizer_json,)) as pool:
+    def __init__(self, workers: int, tokenizer_json: str) -> None:
+        self.workers, self.tokenizer_json, self.pool = workers, tokenizer_json, None
+
+    def __enter__(self) -> _Encoder:
+        if self.workers <= 1:
+            _init_worker(self.tokenizer_json)
+        else:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_init_worker,
+                                                     initargs=(self.tokenizer_json,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def encode(self, batches: Iterator[list[tuple[bool, str]]]) -> Iterator[list[tuple[bool, np.ndarray]]]:
+        if self.pool is None:
+            for batch in batches:
+                yield list(zip([last for last, _ in batch], _encode([text for _, text in batch])))
+            return
         pending: deque = deque()
         for batch in batches:
             lasts = [last for last, _ in batch]
-            pending.append((lasts, pool.apply_async(_encode, ([text for _, text in batch],))))
-            if len(pending) >= 2 * workers:
+            pending.append((lasts, self.pool.apply_async(_encode, ([text for _, text in batch],))))
+            if len(pending) >= 2 * self.workers:
                 lasts, result = pending.popleft()
                 yield list(zip(lasts, result.get()))
         while pending:
@@ -254,11 +276,76 @@ def _remove_partial(output_dir: str) -> None:
         os.remove(path)
 
 
+@dataclass
+class _Writing:
+    """What every folder written in one run shares: the tokenizer's facts and the writer's options."""
+
+    tok: object
+    dtype: np.dtype
+    max_seq_len: int
+    text_field: str
+    batch_docs: int
+    shard_size: int | str
+    compression: str | None
+    sample_delay: float = 0.0
+    """Test-only pause after each sample (``MODERNBERT_PREP_TEST_SAMPLE_DELAY``), to kill a part mid-chunk."""
+
+
+def new_counts() -> dict[str, int]:
+    return {"empty": 0, "docs": 0, "split": 0, "samples": 0, "tokens": 0, "content": 0}
+
+
+def write_units(units: Sequence[InputUnit], folder: str, how: _Writing, encoder: _Encoder, counts: dict[str, int],
+                bar) -> None:
+    """Tokenize ``units`` into MDS shards in ``folder`` (which must not hold shards); adds to ``counts``.
+
+    On any error the writer's pending jobs are cancelled and the exception propagates: the caller
+    decides what to do with the partial folder.
+    """
+    from streaming import MDSWriter
+
+    writer = MDSWriter(out=folder, columns={TOKEN_COLUMN: f"ndarray:{how.dtype.name}"}, hashes=list(SHARD_HASHES),
+                       size_limit=how.shard_size, compression=how.compression)
+    delay = how.sample_delay
+
+    def write(sample: np.ndarray) -> None:
+        writer.write({TOKEN_COLUMN: sample})
+        if delay:
+            time.sleep(delay)
+
+    try:
+        chunker = _DocumentChunker(write, how.tok.cls_token_id, how.tok.sep_token_id, how.max_seq_len, how.dtype,
+                                   counts)
+        for encoded in encoder.encode(_batches(units, how.text_field, how.batch_docs, counts)):
+            bar.update(sum(chunker.add(ids, last) for last, ids in encoded))
+        writer.finish()
+    except BaseException:
+        writer.cancel_future_jobs()
+        raise
+
+
+def tokenizer_name(tokenizer: str) -> str:
+    return os.path.abspath(tokenizer) if os.path.isdir(tokenizer) else tokenizer
+
+
+def summary_of(output_dir: str, files: int, counts: dict[str, int], seconds: float, shards: int, how: _Writing,
+               **extra) -> MdsSummary:
+    return MdsSummary(output=output_dir, files=files, documents=counts["docs"], empty_documents=counts["empty"],
+                      split_documents=counts["split"], samples=counts["samples"], tokens=counts["tokens"],
+                      content_tokens=counts["content"], seconds=seconds, shards=shards, dtype=how.dtype.name,
+                      vocab_size=len(how.tok), **extra)
+
+
 def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, text_field: str = "text",
                     workers: int = 1, max_seq_len: int = 8192, overwrite: bool = False,
                     shard_size: int | str = 1 << 26, compression: str | None = None,
-                    batch_docs: int = 256, progress: bool = True) -> MdsSummary:
+                    batch_docs: int = 256, progress: bool = True, parts: int | None = None, part: int = 0,
+                    chunk_bytes: int | None = None) -> MdsSummary:
     """Tokenize ``inputs`` (files or directories) into MDS shards in ``output_dir``.
+
+    With ``parts`` set, write only part ``part`` of ``parts`` into its own resumable sub-folder of
+    ``output_dir`` (see ``data/prep/parts.py``; ``merge_parts`` joins them); without, write every
+    input into ``output_dir`` itself and remove the partial shards on any error.
 
     Memory does not grow with a document's length: long documents are tokenized in word-aligned
     pieces (``text_pieces``) and chunks are written as they fill. Measured with
@@ -267,49 +354,47 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
     1,138 MiB after, of which ~820 MiB is the process's footprint with a 0.4 MB document
     (``--mb 0.2``); same 12,350,128 tokens in 1,508 samples.
     """
-    from streaming import MDSWriter
     from tqdm import tqdm
 
     if max_seq_len < 3:
         raise ValueError(f"max_seq_len={max_seq_len} must be >= 3 ([CLS] + one token + [SEP])")
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
+    if parts is not None and parts < 1:
+        raise ValueError(f"--parts {parts} must be >= 1")
+    if parts is not None and not 0 <= part < parts:
+        raise ValueError(f"--part {part} must be in 0..{parts - 1} for --parts {parts}")
     files = find_input_files(inputs)
     tok = _load(tokenizer)
-    dtype = token_dtype(len(tok))
-    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+    how = _Writing(tok, token_dtype(len(tok)), max_seq_len, text_field, batch_docs, shard_size, compression,
+                   float(os.environ.get("MODERNBERT_PREP_TEST_SAMPLE_DELAY", "0") or 0))
+    if parts is not None:
+        from modernbert_pretrain.data.prep.part_run import run_part
+        from modernbert_pretrain.data.prep.parts import DEFAULT_CHUNK_BYTES
+
+        return run_part(files, output_dir, tokenizer, how, workers=workers, parts=parts, part=part,
+                        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES, overwrite=overwrite, progress=progress)
     prepare_output(output_dir, overwrite)
-    counts = {"empty": 0, "docs": 0, "split": 0, "samples": 0, "tokens": 0, "content": 0}
+    counts = new_counts()
     started = time.perf_counter()
-    writer = MDSWriter(out=output_dir, columns={TOKEN_COLUMN: f"ndarray:{dtype.name}"}, hashes=list(SHARD_HASHES),
-                       size_limit=shard_size, compression=compression)
     try:
-        with tqdm(desc="tokenize", unit="doc", disable=not progress) as bar:
-            batches = _batches(files, text_field, batch_docs, counts)
-            chunker = _DocumentChunker(lambda sample: writer.write({TOKEN_COLUMN: sample}), cls_id, sep_id,
-                                       max_seq_len, dtype, counts)
-            for encoded in _encoded_batches(batches, workers, tok.backend_tokenizer.to_str()):
-                bar.update(sum(chunker.add(ids, last) for last, ids in encoded))
+        with tqdm(desc="tokenize", unit="doc", disable=not progress) as bar, \
+                _Encoder(workers, tok.backend_tokenizer.to_str()) as encoder:
+            write_units([InputUnit(f, "whole", 0, 0) for f in files], output_dir, how, encoder, counts, bar)
         if counts["docs"] == 0:
             raise InputDataError(
                 f"no documents to write: {len(files)} input file(s) hold "
                 f"{'only empty documents' if counts['empty'] else 'no documents'} ({', '.join(files[:3])})"
             )
-        writer.finish()
-        name = os.path.abspath(tokenizer) if os.path.isdir(tokenizer) else tokenizer
-        write_fingerprint(output_dir, fingerprint_of(tok, name))
+        write_fingerprint(output_dir, fingerprint_of(tok, tokenizer_name(tokenizer)))
     except BaseException as err:
-        writer.cancel_future_jobs()
         _remove_partial(output_dir)
         if isinstance(err, Exception) and out_of_space(err) == "errno":
             # A token covers at least one byte of text: the input's size bounds the token count (but for the
             # [CLS]/[SEP] of each sample).
-            needed = sum(os.path.getsize(f) for f in files) * dtype.itemsize
+            needed = sum(os.path.getsize(f) for f in files) * how.dtype.itemsize
             raise no_space("while writing shards", output_dir, needed, "The partial shards were removed; free "
                            "space or choose another --output, then run it again", bound="up to about") from err
         raise
     shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p).startswith("shard.")])
-    return MdsSummary(output=output_dir, files=len(files), documents=counts["docs"], empty_documents=counts["empty"],
-                      split_documents=counts["split"], samples=counts["samples"], tokens=counts["tokens"],
-                      content_tokens=counts["content"], seconds=time.perf_counter() - started, shards=shards,
-                      dtype=dtype.name, vocab_size=len(tok))
+    return summary_of(output_dir, len(files), counts, time.perf_counter() - started, shards, how)
