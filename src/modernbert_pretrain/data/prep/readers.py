@@ -19,7 +19,7 @@ import gzip
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from modernbert_pretrain.data.errors import InputDataError
@@ -155,7 +155,7 @@ def _iter_jsonl(path: str, text_field: str) -> Iterator[str]:
         raise InputDataError(f"{path}: cannot read ({type(err).__name__}: {err})") from err
 
 
-def _iter_parquet(path: str, text_field: str) -> Iterator[str]:
+def _open_parquet(path: str, text_field: str):
     import pyarrow.parquet as pq
 
     try:
@@ -165,14 +165,23 @@ def _iter_parquet(path: str, text_field: str) -> Iterator[str]:
     names = parquet.schema_arrow.names
     if text_field not in names:
         raise InputDataError(f"{path}: no column '{text_field}' (columns: {names}); pass --text-field")
-    row = 0
-    for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
-        for value in batch.column(0).to_pylist():
+    return parquet
+
+
+def _parquet_texts(path: str, text_field: str, columns: Iterable, row: int) -> Iterator[str]:
+    """The strings of single-column pyarrow tables or batches; ``row`` is the count of rows before them."""
+    for column in columns:
+        for value in column.column(0).to_pylist():
             row += 1
             if value is not None and not isinstance(value, str):
                 raise InputDataError(f"{path}: row {row}: column '{text_field}' holds "
                                      f"{type(value).__name__}, expected strings")
             yield value or ""
+
+
+def _iter_parquet(path: str, text_field: str) -> Iterator[str]:
+    parquet = _open_parquet(path, text_field)
+    yield from _parquet_texts(path, text_field, parquet.iter_batches(columns=[text_field], batch_size=1024), 0)
 
 
 def _iter_text(path: str) -> Iterator[str]:
@@ -240,23 +249,10 @@ def _iter_jsonl_lines(path: str, start: int, end: int, text_field: str) -> Itera
 
 
 def _iter_parquet_groups(path: str, start: int, end: int, text_field: str) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...
-        raise InputDataError(f"{path}: cannot read as parquet ({err})") from err
-    names = parquet.schema_arrow.names
-    if text_field not in names:
-        raise InputDataError(f"{path}: no column '{text_field}' (columns: {names}); pass --text-field")
+    parquet = _open_parquet(path, text_field)
     row = sum(parquet.metadata.row_group(g).num_rows for g in range(start))
-    for group in range(start, end):
-        for value in parquet.read_row_group(group, columns=[text_field]).column(0).to_pylist():
-            row += 1
-            if value is not None and not isinstance(value, str):
-                raise InputDataError(f"{path}: row {row}: column '{text_field}' holds "
-                                     f"{type(value).__name__}, expected strings")
-            yield value or ""
+    groups = (parquet.read_row_group(g, columns=[text_field]) for g in range(start, end))
+    yield from _parquet_texts(path, text_field, groups, row)
 
 
 def _iter_arrow(path: str, text_field: str) -> Iterator[str]:
