@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.data_fixtures import assert_same_batches, fresh_dir, make_cfg, take
+from tests.train_helpers import free_port
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank: int, cfg_dict: dict, port: int, out_dir: str) -> None:
@@ -52,7 +46,7 @@ def test_two_rank_processes_split_data_and_resume_exactly():
     cfg = make_cfg(device_microbatch_size=4, global_batch_size=16, batch_size_warmup_start=8,
                    batch_size_warmup_tokens=2 * 8 * 256)
     out_dir = fresh_dir("dist")
-    mp.start_processes(_rank_main, args=(cfg.to_dict(), _free_port(), out_dir), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(_rank_main, args=(cfg.to_dict(), free_port(), out_dir), nprocs=WORLD, start_method="spawn")
     results = []
     for rank in range(WORLD):
         with open(os.path.join(out_dir, f"rank{rank}.json")) as f:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .train_helpers import ROOT, env, metrics, run_train
+from .train_helpers import ROOT, composer_launcher, env, free_port, metrics, run_train
 
 LAUNCH = ROOT / "launch"
 MULTINODE = LAUNCH / "multinode.sh"
@@ -74,12 +74,6 @@ def _can_pretend_nodes() -> bool:
 
 
 needs_nodes = pytest.mark.skipif(not _can_pretend_nodes(), reason="pretend nodes need unshare and mount (root)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fresh(smoke_workdir, path: Path) -> Path:
@@ -160,7 +154,7 @@ def test_master_port_in_use():
 
 
 def test_unreachable_master_times_out():
-    port = _free_port()  # nobody listens there
+    port = free_port()  # nobody listens there
     start = time.time()
     out = _run(["bash", MULTINODE, "--nnodes", "2", "--node-rank", "1", "--nproc", "1", "--master-addr",
                 "127.0.0.1", "--master-port", port, "--connect-timeout", "3", "yamls/smoke/phase1.yaml"], env=env())
@@ -194,7 +188,7 @@ def test_recipe_rejects_a_bad_phase_before_training(tmp_path):
 
 def _two_node_run(work: Path, *overrides: str, shared: bool = False, timeout: int = 300):
     """Node 0 and node 1 through launch/multinode.sh; returns [(exit status, output)] per node."""
-    port = _free_port()
+    port = free_port()
     node_env = _node_env(work)
     if shared:
         del node_env["NODE_LOCAL_DIR"]
@@ -225,7 +219,7 @@ def test_two_nodes_match_one_launcher(smoke_workdir, tmp_path):
     same = ["max_tokens=40960", *SHRINK, "data.num_canonical_nodes=2"]
     one = _fresh(smoke_workdir, tmp_path / "one")
     run_train("smoke/phase1.yaml", one, *same, f"logging.metrics_file={one / 'm.jsonl'}",
-              launcher=["composer", "-n", "2", "--master_port", str(_free_port())])
+              launcher=composer_launcher())
 
     two = _fresh(smoke_workdir, tmp_path / "two")
     results = _two_node_run(two, *same, f"logging.metrics_file={two / 'm.jsonl'}")
@@ -308,7 +302,7 @@ def test_slurm_job_on_two_pretend_nodes_checkpoints_on_sigterm(smoke_workdir, tm
     job_env = _node_env(work)
     job_env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NNODES="2",
                    SLURM_JOB_NODELIST="node[01-02]", SLURM_SUBMIT_DIR=str(ROOT), NPROC_PER_NODE="1",
-                   MASTER_PORT=str(_free_port()), CONNECT_TIMEOUT="120", NODE_RANK="5")  # NODE_RANK: ignored
+                   MASTER_PORT=str(free_port()), CONNECT_TIMEOUT="120", NODE_RANK="5")  # NODE_RANK: ignored
     m = work / "m.jsonl"
     job = subprocess.Popen(["bash", str(SBATCH), "yamls/smoke/phase1.yaml", "--", f"workdir={work}",
                             "max_tokens=409600", *SHRINK, "data.num_canonical_nodes=2", f"logging.metrics_file={m}"],

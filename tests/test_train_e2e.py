@@ -9,7 +9,7 @@ from modernbert_pretrain.checkpoints import describe, load_checkpoint
 
 from .train_helpers import metrics, run_train
 
-# Phase 1 shrunk further for the test: 10 steps of batch-size warmup (8 -> 16 -> 24 -> 32), then 32 x 128.
+# Phase 1 shrunk further for the test: 20 steps of batch-size warmup at 16 sequences, then 32 x 128.
 P1 = ["max_tokens=204800", "data.batch_size_warmup_tokens=40960", "scheduler.warmup_tokens=16384",
       "save.interval=102400tok", "eval.interval=102400tok", "eval.batches=2"]
 P2 = ["max_tokens=40960", "save.interval=20480tok", "eval.interval=20480tok", "eval.batches=2"]
@@ -31,9 +31,9 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
     s1, s2, s3 = metrics(m1), metrics(m2), metrics(m3)
     done = json.loads((work / "checkpoints/smoke-phase3/training_complete.json").read_text())
     assert done["run_name"] == "smoke-phase3" and done["tokens"] >= 40960
-    # Batch-size warmup: 8 -> 32 sequences in whole microbatches, then constant.
+    # Batch-size warmup: 16 -> 32 sequences in whole microbatches, then constant.
     sizes = [s["global_batch_size"] for s in s1]
-    assert sizes[0] == 8 and sizes[-1] == 32 and sizes == sorted(sizes)
+    assert sizes[:21] == [16] * 20 + [32] and sizes[-1] == 32 and sizes == sorted(sizes)
     # The loss goes down over phase 1 and keeps going in phase 2.
     first, last = sum(s["loss"] for s in s1[:5]) / 5, sum(s["loss"] for s in s1[-5:]) / 5
     assert last < first - 1.0, (first, last)

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from .train_helpers import env, metrics, run_train, train_cmd
+from .train_helpers import composer_launcher, env, metrics, run_train, train_cmd
 
 SHORT = ["max_tokens=163840", "data.batch_size_warmup_tokens=40960", "scheduler.warmup_tokens=16384",
          "save.interval=3ba", "eval=null", "model.attention_output_dropout=0.1"]
@@ -62,7 +62,7 @@ def test_two_processes_match_one(smoke_workdir, tmp_path):
     same = [*SHORT, "data.batch_size_warmup_start=null"]
     run_train("smoke/phase1.yaml", one, *same, f"logging.metrics_file={one / 'm.jsonl'}")
     run_train("smoke/phase1.yaml", two, *same, f"logging.metrics_file={two / 'm.jsonl'}",
-              launcher=["composer", "-n", "2", "--master_port", "29517"])
+              launcher=composer_launcher())
     a, b = metrics(one / "m.jsonl"), metrics(two / "m.jsonl")
     assert [m["global_batch_size"] for m in a] == [m["global_batch_size"] for m in b]
     assert [m["tokens"] for m in a] == [m["tokens"] for m in b]

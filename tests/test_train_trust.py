@@ -23,8 +23,8 @@ from .train_helpers import ROOT, env, metrics, train_cmd
 
 FOLDER = "checkpoints/smoke-phase1"
 # 4096 tokens (32 rows x 128) a step, in 4 microbatches of 8 rows; no eval.
-SHORT = ["data.batch_size_warmup_start=null", "eval=null", "logging.console_interval=100ba",
-         "scheduler.warmup_tokens=0"]
+SHORT = ["data.batch_size_warmup_start=null", "data.device_microbatch_size=8", "eval=null",
+         "logging.console_interval=100ba", "scheduler.warmup_tokens=0"]
 
 
 def _fresh(smoke_workdir, path):

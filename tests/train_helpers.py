@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port that was free on the loopback address a moment ago (tests run in parallel: no fixed ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def composer_launcher(nproc: int = 2) -> list[str]:
+    """`composer -n N` on a free rendezvous port."""
+    return ["composer", "-n", str(nproc), "--master_port", str(free_port())]
 
 
 def train_cmd(yaml: str, workdir: Path, *overrides: str, launcher: list[str] | None = None) -> list[str]:
