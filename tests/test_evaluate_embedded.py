@@ -1,16 +1,14 @@
 """The embedded tasks on the test corpus: examples only from held-out documents, a bag-of-words scorer at chance
 on word order, determinism per seed, the random-init reference, and a pretrained tiny checkpoint (the smoke
-recipe's phase 1) beating random init on word order and on code search."""
+recipe's phase 1, shared with test_evaluate_pretrained.py) beating random init on code search."""
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from modernbert_pretrain.data.prep.corpus import write_corpus
 from modernbert_pretrain.evaluate.random_init import write_random_init
 from modernbert_pretrain.evaluate.tasks import RunArgs, TaskError
 from modernbert_pretrain.evaluate.tasks import corpus as C
@@ -27,24 +25,8 @@ from modernbert_pretrain.evaluate.tasks.word_order import (
     word_shuffled,
 )
 
-from .train_helpers import run_train
-
 SMALL_CS = CodeSearchSettings(steps=3, batch_size=8, train_pairs=64, eval_queries=40)
 SMALL_WO = WordOrderSettings(pairs=60, stride=3)
-
-
-@pytest.fixture(scope="module")
-def eval_corpus(smoke_workdir, tmp_path_factory):
-    """train.jsonl: the smoke run's training split. val.jsonl: its held-out split plus the documents that follow
-    the 3 MB smoke corpus in the full one (never seen in training), so that code search has enough queries."""
-    root = tmp_path_factory.mktemp("eval-corpus")
-    seen = (smoke_workdir / "corpus" / "all.jsonl").read_text().splitlines(keepends=True)
-    write_corpus(str(root / "more.jsonl"), max_bytes=4_000_000, progress=False)
-    more = (root / "more.jsonl").read_text().splitlines(keepends=True)
-    assert more[:len(seen)] == seen
-    shutil.copy(smoke_workdir / "corpus" / "train.jsonl", root / "train.jsonl")
-    (root / "val.jsonl").write_text((smoke_workdir / "corpus" / "val.jsonl").read_text() + "".join(more[len(seen):]))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -173,40 +155,12 @@ def test_word_order_is_deterministic_per_seed(random_model, eval_corpus):
     assert run_word_order(_args(random_model, eval_corpus, seed=1), SMALL_WO) != first  # other shuffles
 
 
-@pytest.fixture(scope="module")
-def pretrained(smoke_workdir, tmp_path_factory):
-    """A tiny model after a short phase-1 run on the smoke corpus, exported."""
-    from modernbert_pretrain.checkpoints import list_checkpoints
-    from modernbert_pretrain.export import export_checkpoint
-
-    work = tmp_path_factory.mktemp("pretrain") / "w"
-    shutil.copytree(smoke_workdir, work, ignore=shutil.ignore_patterns("corpus"))
-    run_train("smoke/phase1.yaml", work, *PRETRAIN, timeout=1200)
-    ckpt = list_checkpoints(work / "checkpoints" / "smoke-phase1")[-1]
-    folder, _ = export_checkpoint(ckpt, work / "hf")
-    return folder
-
-
-# The smoke recipe's phase 1 (9.8M tokens; about 9 minutes on 2 cores, the bulk of this file's time). Code search
-# needs it: on the quickstart's corpus the trained model only passes random init from about that much training
-# (nDCG@10 0.257 vs 0.345 at 4.9M tokens, 0.407 at 9.8M; docs/evaluation.md). Word order passes far earlier
-# (0.52 at 412k, 0.93 at 1.23M).
-PRETRAIN = ["max_tokens=9830400", "save.interval=9830400tok", "eval=null"]
 CS_TEST = replace(CodeSearchSettings(), eval_queries=200)
 
 
 @pytest.mark.slow
-def test_pretrained_checkpoint_beats_random_init_on_code_search(pretrained, eval_corpus, tmp_path):
-    baseline = write_random_init(pretrained, tmp_path, seed=0)
-    trained = run_code_search(_args(pretrained, eval_corpus, seed=0), CS_TEST)
+def test_pretrained_checkpoint_beats_random_init_on_code_search(pretrained_smoke, eval_corpus, tmp_path):
+    baseline = write_random_init(pretrained_smoke, tmp_path, seed=0)
+    trained = run_code_search(_args(pretrained_smoke, eval_corpus, seed=0), CS_TEST)
     random_init = run_code_search(_args(baseline, eval_corpus, seed=0), CS_TEST)
     assert trained["ndcg@10"] > random_init["ndcg@10"] + 0.05, (trained, random_init)
-
-
-@pytest.mark.slow
-def test_pretrained_checkpoint_beats_random_init_on_word_order(pretrained, eval_corpus, tmp_path):
-    baseline = write_random_init(pretrained, tmp_path, seed=0)
-    trained = run_word_order(_args(pretrained, eval_corpus, seed=0), WordOrderSettings())
-    random_init = run_word_order(_args(baseline, eval_corpus, seed=0), WordOrderSettings())
-    assert trained["bow_accuracy"] == 0.5
-    assert trained["accuracy"] > random_init["accuracy"] + 0.15, (trained, random_init)
