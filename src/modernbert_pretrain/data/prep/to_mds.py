@@ -302,10 +302,11 @@ def new_counts() -> dict[str, int]:
 
 
 def _wait_for_uploads(writer) -> None:
-    """Hold the writer while more than ``STAGED_SHARDS`` finished shards wait in staging for their upload."""
+    """Hold the writer until fewer than ``STAGED_SHARDS`` finished shards wait in staging for their upload, so
+    the next one flushed makes at most ``STAGED_SHARDS``."""
     while not writer.event.is_set():
         staged = sum(name.startswith("shard.") for name in os.listdir(writer.local))
-        if staged <= STAGED_SHARDS:
+        if staged < STAGED_SHARDS:
             return
         time.sleep(0.02)
 
@@ -315,7 +316,7 @@ def write_units(units: Sequence[InputUnit], out: str | tuple[str, str], how: _Wr
     """Tokenize ``units`` into MDS shards in ``out`` (which must not hold shards); adds to ``counts``.
 
     ``out`` is a folder, or ``(staging folder, remote URL)``: each finished shard is then uploaded and
-    removed from staging, and the writer waits while ``STAGED_SHARDS`` are staged. On any error the
+    removed from staging, and staging never holds more than ``STAGED_SHARDS`` shards. On any error the
     writer's pending jobs are cancelled and the exception propagates: the caller decides what to do with
     the partial folder.
     """
