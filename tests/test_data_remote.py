@@ -154,8 +154,9 @@ def test_parts_to_s3_resume_merge_and_train(endpoint, reference, capsys, tmp_pat
     assert "part 1 of 2 is missing" in err and len(err.splitlines()) == 1
 
     # part 1 killed after its first chunk reached the remote, then resumed from the remote's records
-    proc = subprocess.Popen([sys.executable, SCRIPT, *_args(root, 1, 2)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+    killed_args = _args(root, 1, 2, str(tmp_path / "killed-staging"))
+    proc = subprocess.Popen([sys.executable, SCRIPT, *killed_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True,
                             env=dict(os.environ, MODERNBERT_PREP_TEST_SAMPLE_DELAY="0.003",
                                      PYTHONPATH=os.path.join(REPO, "src")))
     _kill_after_first_chunk(proc, endpoint, bucket, "corpus/mds/part-00001-of-00002")
