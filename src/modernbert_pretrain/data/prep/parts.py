@@ -8,7 +8,8 @@ cut between row groups (weighted by their compressed size); any other file (comp
 a Hugging Face arrow file) goes whole to the chunk holding its first byte. The plan depends only on
 the inputs' paths and sizes, ``N`` and ``chunk_bytes``, so every part computes the same plan alone.
 
-On disk, part ``k`` of ``N`` is ``<output>/part-0000k-of-0000N/``:
+On disk (or under a remote prefix, through ``remote.py``), part ``k`` of ``N`` is
+``<output>/part-0000k-of-0000N/``:
 
 - ``plan.json``: the plan's hash, settings and this part's chunks (written first);
 - ``chunk-00000/`` ...: MDS shards, ``index.json``, and ``done.json`` written last (atomically);
