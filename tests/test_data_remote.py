@@ -208,10 +208,12 @@ def test_single_run_to_s3_and_its_refusals(endpoint, reference, capsys, tmp_path
     monkeypatch.undo()
     assert _remote_samples(root) == reference
 
+    written = _keys(endpoint, bucket, "single/")
     capsys.readouterr()
     assert to_mds.main(_args(root)) == 2
     err = capsys.readouterr().err.strip()
     assert "already holds shards" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert _keys(endpoint, bucket, "single/") == written  # refused without touching the dataset
 
     for output, expected in ((f"nosuch://{bucket}/x", "unknown storage scheme"),
                              (f"s3://missing-{bucket}/x", f"cannot write to s3://missing-{bucket}/x")):

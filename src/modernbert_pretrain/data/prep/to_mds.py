@@ -461,7 +461,11 @@ def _remote_run(files: list[str], output: str, tokenizer: str, how: _Writing, wo
     counts = new_counts()
     started = time.perf_counter()
     try:
-        _prepare_remote(store, overwrite)
+        _prepare_remote(store, overwrite)  # a refusal here leaves the prefix as it was
+    except BaseException:
+        store.close()
+        raise
+    try:
         with tqdm(desc="tokenize", unit="doc", disable=not progress) as bar, \
                 _Encoder(workers, how.tok.backend_tokenizer.to_str()) as encoder:
             write_units([InputUnit(f, "whole", 0, 0) for f in files], store.writer_out(""), how, encoder, counts,
