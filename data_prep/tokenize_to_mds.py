@@ -13,6 +13,11 @@ With --parts N --part I, only part I of N is written, into <output>/part-0000I-o
 chunks that a rerun keeps: rerun a killed part to finish it, then merge every part with
 data_prep/merge_mds.py <output>. The parts are balanced by input bytes (a large .jsonl is cut
 between lines, a parquet file between row groups); run them on one or many machines.
+
+--output may be a remote prefix (s3://bucket/prefix; gs://, oci:// and the other schemes of
+mosaicml-streaming's uploader; S3_ENDPOINT_URL for an S3-compatible server): shards are uploaded as
+they are finished and removed from a local staging folder (--staging, default a temporary folder)
+that holds at most 4 shards, with or without --parts; resume and merge work on the remote.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from modernbert_pretrain.diskspace import NoSpaceLeft
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", nargs="+", required=True, help="input files or folders")
-    parser.add_argument("--output", required=True, help="folder for the shards (must hold no shards yet)")
+    parser.add_argument("--output", required=True,
+                        help="folder or remote prefix (s3://bucket/prefix) for the shards (must hold no shards yet)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder or Hugging Face name")
     parser.add_argument("--text-field", default="text", help="field/column holding the text (default text)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -45,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", type=int, default=None, help="which part to write, 0..N-1 (with --parts)")
     parser.add_argument("--chunk-mb", type=float, default=None,
                         help="input MB per resumable chunk of a part (default 256): the most a rerun redoes")
+    parser.add_argument("--staging", default=None,
+                        help="local folder for shards waiting for upload when --output is remote (default: a "
+                             "temporary folder); it holds at most 4 shards")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if (args.parts is None) != (args.part is None):
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         s = tokenize_to_mds(args.input, args.output, args.tokenizer, text_field=args.text_field,
                             workers=args.workers, max_seq_len=args.max_seq_len, overwrite=args.overwrite,
                             shard_size=args.shard_size, compression=args.compression, progress=not args.quiet,
-                            parts=args.parts, part=args.part or 0, chunk_bytes=chunk_bytes)
+                            parts=args.parts, part=args.part or 0, chunk_bytes=chunk_bytes,
+                            staging=args.staging)
     except (InputDataError, TokenizerLoadError, OutputExistsError, NoSpaceLeft, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -40,3 +40,7 @@ class ResumeStateError(ConfigError):
 
 class PartsError(ValueError):
     """A part folder of a multi-part conversion is missing, unfinished, or from another plan."""
+
+
+class RemoteStorageError(ValueError):
+    """An object-store output is unreachable, of an unknown scheme, or an operation on it is unsupported."""

@@ -8,7 +8,8 @@ cut between row groups (weighted by their compressed size); any other file (comp
 a Hugging Face arrow file) goes whole to the chunk holding its first byte. The plan depends only on
 the inputs' paths and sizes, ``N`` and ``chunk_bytes``, so every part computes the same plan alone.
 
-On disk, part ``k`` of ``N`` is ``<output>/part-0000k-of-0000N/``:
+On disk (or under a remote prefix, through ``remote.py``), part ``k`` of ``N`` is
+``<output>/part-0000k-of-0000N/``:
 
 - ``plan.json``: the plan's hash, settings and this part's chunks (written first);
 - ``chunk-00000/`` ...: MDS shards, ``index.json``, and ``done.json`` written last (atomically);
@@ -183,24 +184,20 @@ def read_json(path: str) -> dict[str, Any] | None:
     return record
 
 
-def part_folders(root: str) -> dict[str, tuple[int, int]]:
-    """Part folders directly under ``root``: name -> (part, parts)."""
-    if not os.path.isdir(root):
-        return {}
+def part_folders(names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """The part folders among ``names`` (the subfolders of an output root): name -> (part, parts)."""
     found = {}
-    for name in sorted(os.listdir(root)):
+    for name in sorted(names):
         match = PART_RE.match(name)
-        if match and os.path.isdir(os.path.join(root, name)):
+        if match:
             found[name] = (int(match.group(1)), int(match.group(2)))
     return found
 
 
-def merge_indexes(folder: str, subfolders: Sequence[str]) -> dict[str, Any]:
-    """One MDS index over the ``index.json`` of each subfolder, shard names relative to ``folder``."""
+def merge_indexes(indexes: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One MDS index over the ``(subfolder, its index.json)`` pairs, shard names relative to their parent."""
     shards = []
-    for sub in subfolders:
-        with open(os.path.join(folder, sub, "index.json")) as f:
-            index = json.load(f)
+    for sub, index in indexes:
         for info in index["shards"]:
             info = dict(info)
             for key in ("raw_data", "zip_data"):

@@ -25,9 +25,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
+from modernbert_pretrain.data.errors import (
+    InputDataError,
+    OutputExistsError,
+    RemoteStorageError,
+    TokenizerLoadError,
+)
 from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
 from modernbert_pretrain.data.prep.readers import InputUnit, find_input_files, iter_unit_documents
+from modernbert_pretrain.data.prep.remote import STAGED_SHARDS, RemoteStore, is_remote, open_store
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
 from modernbert_pretrain.diskspace import no_space, out_of_space
 
@@ -295,21 +301,38 @@ def new_counts() -> dict[str, int]:
     return {"empty": 0, "docs": 0, "split": 0, "samples": 0, "tokens": 0, "content": 0}
 
 
-def write_units(units: Sequence[InputUnit], folder: str, how: _Writing, encoder: _Encoder, counts: dict[str, int],
-                bar) -> None:
-    """Tokenize ``units`` into MDS shards in ``folder`` (which must not hold shards); adds to ``counts``.
+def _wait_for_uploads(writer) -> None:
+    """Hold the writer until fewer than ``STAGED_SHARDS`` finished shards wait in staging for their upload, so
+    the next one flushed makes at most ``STAGED_SHARDS``."""
+    while not writer.event.is_set():
+        staged = sum(name.startswith("shard.") for name in os.listdir(writer.local))
+        if staged < STAGED_SHARDS:
+            return
+        time.sleep(0.02)
 
-    On any error the writer's pending jobs are cancelled and the exception propagates: the caller
-    decides what to do with the partial folder.
+
+def write_units(units: Sequence[InputUnit], out: str | tuple[str, str], how: _Writing, encoder: _Encoder,
+                counts: dict[str, int], bar) -> None:
+    """Tokenize ``units`` into MDS shards in ``out`` (which must not hold shards); adds to ``counts``.
+
+    ``out`` is a folder, or ``(staging folder, remote URL)``: each finished shard is then uploaded and
+    removed from staging, and staging never holds more than ``STAGED_SHARDS`` shards. On any error the
+    writer's pending jobs are cancelled and the exception propagates: the caller decides what to do with
+    the partial folder.
     """
     from streaming import MDSWriter
 
-    writer = MDSWriter(out=folder, columns={TOKEN_COLUMN: f"ndarray:{how.dtype.name}"}, hashes=list(SHARD_HASHES),
-                       size_limit=how.shard_size, compression=how.compression)
-    delay = how.sample_delay
+    remote = isinstance(out, tuple)
+    writer = MDSWriter(out=out, columns={TOKEN_COLUMN: f"ndarray:{how.dtype.name}"}, hashes=list(SHARD_HASHES),
+                       size_limit=how.shard_size, compression=how.compression,
+                       **({"max_workers": STAGED_SHARDS} if remote else {}))
+    delay, flushed = how.sample_delay, [0]
 
     def write(sample: np.ndarray) -> None:
         writer.write({TOKEN_COLUMN: sample})
+        if remote and len(writer.shards) != flushed[0]:
+            flushed[0] = len(writer.shards)
+            _wait_for_uploads(writer)
         if delay:
             time.sleep(delay)
 
@@ -319,8 +342,11 @@ def write_units(units: Sequence[InputUnit], folder: str, how: _Writing, encoder:
         for encoded in encoder.encode(_batches(units, how.text_field, how.batch_docs, counts)):
             bar.update(sum(chunker.add(ids, last) for last, ids in encoded))
         writer.finish()
-    except BaseException:
+    except BaseException as err:
         writer.cancel_future_jobs()
+        if remote and writer.event.is_set() and isinstance(err, Exception):
+            raise RemoteStorageError(f"uploading shards to {out[1]} failed (the log above names the error); check "
+                                     f"the bucket and credentials, then run again") from err
         raise
 
 
@@ -340,8 +366,12 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
                     workers: int = 1, max_seq_len: int = 8192, overwrite: bool = False,
                     shard_size: int | str = 1 << 26, compression: str | None = None,
                     batch_docs: int = 256, progress: bool = True, parts: int | None = None, part: int = 0,
-                    chunk_bytes: int | None = None) -> MdsSummary:
+                    chunk_bytes: int | None = None, staging: str | None = None) -> MdsSummary:
     """Tokenize ``inputs`` (files or directories) into MDS shards in ``output_dir``.
+
+    ``output_dir`` may be a remote URL (``s3://bucket/prefix``, any scheme streaming uploads to): shards
+    are then written into a private folder under ``staging`` (default: the system's temporary folder),
+    uploaded as they are finished and removed, so at most ``STAGED_SHARDS`` shards are staged at once.
 
     With ``parts`` set, write only part ``part`` of ``parts`` into its own resumable sub-folder of
     ``output_dir`` (see ``data/prep/parts.py``; ``merge_parts`` joins them); without, write every
@@ -373,7 +403,10 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
         from modernbert_pretrain.data.prep.parts import DEFAULT_CHUNK_BYTES
 
         return run_part(files, output_dir, tokenizer, how, workers=workers, parts=parts, part=part,
-                        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES, overwrite=overwrite, progress=progress)
+                        chunk_bytes=chunk_bytes or DEFAULT_CHUNK_BYTES, overwrite=overwrite, progress=progress,
+                        staging=staging)
+    if is_remote(output_dir):
+        return _remote_run(files, output_dir, tokenizer, how, workers, overwrite, progress, staging)
     prepare_output(output_dir, overwrite)
     counts = new_counts()
     started = time.perf_counter()
@@ -398,3 +431,59 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
         raise
     shards = len([p for p in existing_shard_files(output_dir) if os.path.basename(p).startswith("shard.")])
     return summary_of(output_dir, len(files), counts, time.perf_counter() - started, shards, how)
+
+
+def _remote_shards(store: RemoteStore) -> list[str]:
+    names = store.names()
+    return [n for n in names if n in (INDEX_NAME, FINGERPRINT_NAME) or n.startswith("shard.")]
+
+
+def _prepare_remote(store: RemoteStore, overwrite: bool) -> None:
+    """``prepare_output`` for a remote prefix: refuse shards (or remove them with ``overwrite``) and others."""
+    shards = _remote_shards(store)
+    if shards and not overwrite:
+        raise OutputExistsError(f"output {store.root} already holds shards ({len(shards)} objects, e.g. "
+                                f"{shards[0]}); pass --overwrite to replace them or choose another --output")
+    if shards:
+        store.remove(*shards)
+    others = store.names()
+    if others:
+        raise OutputExistsError(f"output {store.root} holds other objects ({', '.join(others[:5])}); use an empty "
+                                f"or new prefix")
+
+
+def _remote_run(files: list[str], output: str, tokenizer: str, how: _Writing, workers: int, overwrite: bool,
+                progress: bool, staging: str | None) -> MdsSummary:
+    """The single-run conversion into a remote prefix, staged through a bounded local folder."""
+    from tqdm import tqdm
+
+    store = open_store(output, staging)
+    counts = new_counts()
+    started = time.perf_counter()
+    try:
+        _prepare_remote(store, overwrite)  # a refusal here leaves the prefix as it was
+    except BaseException:
+        store.close()
+        raise
+    try:
+        with tqdm(desc="tokenize", unit="doc", disable=not progress) as bar, \
+                _Encoder(workers, how.tok.backend_tokenizer.to_str()) as encoder:
+            write_units([InputUnit(f, "whole", 0, 0) for f in files], store.writer_out(""), how, encoder, counts,
+                        bar)
+        if counts["docs"] == 0:
+            raise InputDataError(f"no documents to write: {len(files)} input file(s) hold "
+                                 f"{'only empty documents' if counts['empty'] else 'no documents'} "
+                                 f"({', '.join(files[:3])})")
+        store.write_json(FINGERPRINT_NAME, fingerprint_of(how.tok, tokenizer_name(tokenizer)))
+        shards = sum(n.startswith("shard.") for n in store.names())
+    except BaseException:
+        try:
+            partial = _remote_shards(store)
+            if partial:
+                store.remove(*partial)
+        except RemoteStorageError:
+            pass  # the error below is the one to report; a rerun refuses the partial shards, naming them
+        raise
+    finally:
+        store.close()
+    return summary_of(store.root, len(files), counts, time.perf_counter() - started, shards, how)
