@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -65,7 +66,7 @@ def test_spec_syntax_and_canonical_spelling(data):
     for bad in ("hf:", "hf:a:b:c:d"):
         with pytest.raises(InputDataError, match="expected hf:NAME"):
             find_input_files([bad])
-    with pytest.raises(InputDataError, match="validation"):
+    with pytest.raises(InputDataError, match=r"::validation: cannot open the dataset \(.*validation.*check that the folder"):
         find_input_files([f"hf:{data['folder']}::validation"])
 
 
@@ -133,20 +134,41 @@ def test_parts_deal_whole_shards_and_merge_to_the_samples_of_one_part(data, caps
 
 
 def test_a_bad_record_is_one_line_naming_the_dataset_and_record(data, capsys):
-    folder = fresh_dir("hf-bad")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    to_mds = load_script("tokenize_to_mds.py")
+
+    def refused(folder: str, *extra: str) -> str:
+        args = ["--input", f"hf:{folder}", "--output", fresh_dir("hf-bad-out"), "--tokenizer", data["tokenizer"],
+                "--workers", "1", "--quiet", *extra]
+        capsys.readouterr()
+        assert to_mds.main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"hf:{folder}::train: shard " in err[0], err
+        return err[0]
+
+    folder = fresh_dir("hf-bad-parquet")
+    pq.write_table(pa.table({"text": [None, None, ["a", "list"]]}), os.path.join(folder, "p0.parquet"))
+    err = refused(folder)
+    assert "shard 0" in err and "p0.parquet" in err and "record 3: field 'text' is list" in err, err
+    err = refused(folder, "--text-field", "body")
+    assert "shard 0" in err and "record 1: no field 'body'" in err, err
+
+    # a file whose column type differs from the first file's: the shard cannot be read, named in one line
+    mixed = fresh_dir("hf-bad-mixed")
+    pq.write_table(pa.table({"text": ["a", "b"]}), os.path.join(mixed, "o0.parquet"))
+    shutil.copy(os.path.join(folder, "p0.parquet"), mixed)
+    err = refused(mixed)
+    assert "shard 1" in err and "p0.parquet" in err and "record 1 or a later one: cannot read" in err, err
+
+    # JSON lines whose field mixes types: datasets would JSON-encode every text of the file; it is refused
+    folder = fresh_dir("hf-bad-jsonl")
     rows = [{"text": f"document {i}"} for i in range(5)]
     _write_jsonl(folder, [rows, rows[:2] + [{"text": ["a", "list"]}] + rows[3:]])
-    to_mds = load_script("tokenize_to_mds.py")
-    args = ["--input", f"hf:{folder}", "--output", fresh_dir("hf-bad-out"), "--tokenizer", data["tokenizer"],
-            "--workers", "1", "--quiet"]
-    capsys.readouterr()
-    assert to_mds.main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"hf:{folder}::train: shard 1" in err[0] and "record 3" in err[0], err
-    assert "part1.jsonl" in err[0]
-    assert to_mds.main(args + ["--text-field", "body"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "record 1" in err[0] and "no field 'body'" in err[0], err
+    err = refused(folder)
+    assert "shard 1" in err and "part1.jsonl" in err and "record 1 or a later one: cannot read" in err, err
+    assert "changed from string to array in row 2" in err, err  # pyarrow's row, counted from 0
 
 
 def test_an_unknown_name_offline_is_refused_in_one_line(tmp_path):

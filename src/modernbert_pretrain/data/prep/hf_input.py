@@ -83,7 +83,14 @@ def _open(spec: HfSpec):
     try:
         import datasets
 
+        # its own error logging would add lines to our one-line errors, which name the file and record
+        datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
         builder = datasets.load_dataset_builder(spec.name, spec.config)
+        if getattr(builder.config, "on_mixed_types", None) is not None:
+            # JSON data: by default a shard whose field mixes types (a list among strings) is read with every
+            # value JSON-encoded, "text" becoming '"text"': refuse such a shard instead of changing the texts.
+            # (Passed to load_dataset_builder, None is dropped as "not given"; streaming reads the attribute.)
+            builder.config.on_mixed_types = None
         stream = builder.as_streaming_dataset(split=spec.split)
     except Exception as err:  # datasets raises many types: ConnectionError, DatasetNotFoundError, ValueError ...
         raise _open_error(spec, err) from err
