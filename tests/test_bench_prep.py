@@ -8,10 +8,12 @@ import importlib.util
 import json
 import math
 import sys
+from itertools import islice
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "prep_throughput.py"
+DOCS = 300
 
 
 def _bench():
@@ -23,8 +25,13 @@ def _bench():
 
 
 def test_prep_bench_reports_every_figure(tmp_path, capsys):
+    from modernbert_pretrain.data.prep.corpus import iter_corpus
+
+    docs = tmp_path / "docs.jsonl"
+    with open(docs, "w") as f:
+        f.writelines(json.dumps({"text": r["text"][:3000]}) + "\n" for r in islice(iter_corpus(), DOCS))
     out = tmp_path / "report.json"
-    code = _bench().main(["--corpus-mb", "0.1", "--vocab-size", "512", "--repeats", "1", "--workers", "1",
+    code = _bench().main(["--input", str(docs), "--vocab-size", "512", "--repeats", "1", "--workers", "1",
                           "--max-seq-len", "128", "--json", str(out), "--work", str(tmp_path / "work")])
     assert code == 0
     report = json.loads(out.read_text())
@@ -37,10 +44,10 @@ def test_prep_bench_reports_every_figure(tmp_path, capsys):
     # the three methods tokenized the same documents into the same tokens, and ours and the baseline wrote the
     # same number of samples
     assert report["ours"]["tokens"] == report["raw"]["tokens"] == report["baseline"]["tokens"]
-    assert report["ours"]["documents"] == report["raw"]["documents"] == report["baseline"]["documents"] > 200
+    assert report["ours"]["documents"] == report["raw"]["documents"] == report["baseline"]["documents"] == DOCS
     assert report["ours"]["samples"] == report["baseline"]["samples"] > report["ours"]["documents"]
     for name in ("ours_over_raw", "ours_over_baseline", "scaling_w1_to_w2"):
         assert math.isfinite(report["ratios"][name]) and report["ratios"][name] > 0
     assert set(report["meets_targets"]) == {"ours_over_raw", "ours_over_baseline"}
     # only the kept scratch folder's inputs remain: each run's output was removed
-    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["corpus.jsonl", "tokenizer"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["tokenizer"]
