@@ -5,14 +5,17 @@
         [--text-field text] [--workers N] [--max-seq-len L] [--overwrite] [--parts N --part I]
 
 Inputs: .jsonl, .jsonl.gz, .jsonl.zst, .json.gz, .parquet and Hugging Face save_to_disk folders
-(one document per record, text in --text-field), .txt (one document per file), folders and globs. Each document is written as [CLS] tokens [SEP]; longer than
+(one document per record, text in --text-field), .txt (one document per file), folders and globs, and
+Hugging Face datasets by name, streamed: hf:NAME[:CONFIG[:SPLIT]] (hf:allenai/c4:en:train; split default
+train; NAME may be a local folder of data files). Each document is written as [CLS] tokens [SEP]; longer than
 --max-seq-len, it is split into consecutive pieces that each fit (no token is lost). Whitespace-only
 documents are skipped and counted.
 
 With --parts N --part I, only part I of N is written, into <output>/part-0000I-of-0000N/, in
 chunks that a rerun keeps: rerun a killed part to finish it, then merge every part with
 data_prep/merge_mds.py <output>. The parts are balanced by input bytes (a large .jsonl is cut
-between lines, a parquet file between row groups); run them on one or many machines.
+between lines, a parquet file between row groups); run them on one or many machines. An hf: dataset is
+split by its shards (one per data file): each shard is one chunk, dealt whole to a part.
 
 --output may be a remote prefix (s3://bucket/prefix; gs://, oci:// and the other schemes of
 mosaicml-streaming's uploader; S3_ENDPOINT_URL for an S3-compatible server): shards are uploaded as
@@ -33,7 +36,8 @@ from modernbert_pretrain.diskspace import NoSpaceLeft
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, help="input files or folders")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="input files, folders, globs, or hf:NAME[:CONFIG[:SPLIT]] (a dataset, streamed)")
     parser.add_argument("--output", required=True,
                         help="folder or remote prefix (s3://bucket/prefix) for the shards (must hold no shards yet)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder or Hugging Face name")

@@ -33,7 +33,9 @@ def _budget(flag: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, help="jsonl / jsonl.gz / parquet / txt files or folders")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="jsonl / jsonl.gz / parquet / txt files or folders, or hf:NAME[:CONFIG[:SPLIT]] (a "
+                             "Hugging Face dataset, streamed)")
     parser.add_argument("--output", required=True, help="folder to save the tokenizer in")
     parser.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary before padding (default 8192)")
     parser.add_argument("--text-field", default="text", help="field/column holding the text (default text)")

@@ -8,6 +8,13 @@ cut between row groups (weighted by their compressed size); any other file (comp
 a Hugging Face arrow file) goes whole to the chunk holding its first byte. The plan depends only on
 the inputs' paths and sizes, ``N`` and ``chunk_bytes``, so every part computes the same plan alone.
 
+An ``hf:`` input (a streamed dataset, ``hf_input.py``) has no byte size to cut: it enters the stream as its
+shards, in order, each weighing ``chunk_bytes``, so each shard is one chunk of its own and the shards are
+dealt to the parts in contiguous, even runs (part ``k`` of ``N`` gets shards ``[k*S/N, (k+1)*S/N)``
+when the dataset is the only input). A shard is never split; a plan that would leave a part without any
+is refused. It depends on the dataset's resolved data files (``hf_input.identity``), ``N`` and
+``chunk_bytes``.
+
 On disk (or under a remote prefix, through ``remote.py``), part ``k`` of ``N`` is
 ``<output>/part-0000k-of-0000N/``:
 
@@ -28,7 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modernbert_pretrain.data.errors import PartsError
+from modernbert_pretrain.data.errors import InputDataError, PartsError
+from modernbert_pretrain.data.prep.hf_input import identity, is_hf, shard_count
 from modernbert_pretrain.data.prep.readers import InputUnit, input_format
 
 PLAN_VERSION = 1
@@ -61,7 +69,10 @@ class _Atom:
     weight: int
 
 
-def _atoms(path: str, offset: int) -> list[_Atom]:
+def _atoms(path: str, offset: int, chunk_bytes: int) -> list[_Atom]:
+    if is_hf(path):
+        return [_Atom(path, "hf_shards", s, s + 1, offset + s * chunk_bytes, chunk_bytes)
+                for s in range(shard_count(path))]
     size = os.path.getsize(path)
     fmt = input_format(path)
     if fmt == ".jsonl":
@@ -72,8 +83,6 @@ def _atoms(path: str, offset: int) -> list[_Atom]:
         try:
             meta = pq.ParquetFile(path).metadata
         except Exception as err:  # pyarrow raises ArrowInvalid, OSError ...
-            from modernbert_pretrain.data.errors import InputDataError
-
             raise InputDataError(f"{path}: cannot read as parquet ({err})") from err
         atoms = []
         for group in range(meta.num_row_groups):
@@ -123,7 +132,7 @@ def make_plan(files: Sequence[str], parts: int, chunk_bytes: int = DEFAULT_CHUNK
     atoms: list[_Atom] = []
     offset = 0
     for path in files:
-        atoms += _atoms(path, offset)
+        atoms += _atoms(path, offset, chunk_bytes)
         offset = atoms[-1].offset + atoms[-1].weight if atoms else offset
     total = offset
     starts, owner = _chunk_bounds(total, parts, chunk_bytes)
@@ -154,8 +163,21 @@ def make_plan(files: Sequence[str], parts: int, chunk_bytes: int = DEFAULT_CHUNK
     for index, chunk_units in enumerate(units):
         if chunk_units:
             chunks[owner[index]].append(chunk_units)
-    inputs = [(path, os.path.getsize(path)) for path in files]
+    _check_filled(files, chunks)
+    inputs = [(path, identity(path) if is_hf(path) else os.path.getsize(path)) for path in files]
     return Plan(parts, chunk_bytes, chunks, inputs, total)
+
+
+def _check_filled(files: Sequence[str], chunks: list[list[list[InputUnit]]]) -> None:
+    """Refuse a plan over ``hf:`` inputs that leaves a part empty: it has fewer shards than parts."""
+    datasets = [path for path in files if is_hf(path)]
+    empty = [part for part, part_chunks in enumerate(chunks) if not part_chunks]
+    if datasets and empty:
+        shards = sum(shard_count(path) for path in datasets)
+        filled = len(chunks) - len(empty)
+        raise InputDataError(f"--parts {len(chunks)} leaves part {empty[0]} without data: {', '.join(datasets)} "
+                             f"has {shards} shard(s) and a shard goes whole to one part; use --parts {filled} "
+                             f"or fewer")
 
 
 def write_json_atomic(path: str, record: dict[str, Any]) -> None:

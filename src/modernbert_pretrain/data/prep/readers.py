@@ -6,6 +6,7 @@
 - ``.txt``: the whole file is one document.
 - a Hugging Face ``save_to_disk`` folder (``state.json`` beside ``.arrow`` files): one row per
   document, column ``text_field``.
+- ``hf:NAME[:CONFIG[:SPLIT]]``: a Hugging Face dataset read by name, streamed (``hf_input.py``).
 
 A directory stands for every supported file below it, in sorted order; an input with ``*``, ``?``
 or ``[`` that is not an existing path is a glob (``**`` descends into folders). Problems raise
@@ -23,6 +24,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from modernbert_pretrain.data.errors import InputDataError
+from modernbert_pretrain.data.prep.hf_input import check as check_hf
+from modernbert_pretrain.data.prep.hf_input import is_hf, iter_hf_documents, iter_shard_documents
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz", ".parquet", ".txt")
 JSON_LINES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".json.gz")
@@ -88,12 +91,15 @@ def _expand(item: str) -> list[str]:
 
 
 def find_input_files(inputs: Sequence[str]) -> list[str]:
-    """Expand globs, files and directories into the sorted list of supported input files."""
+    """Expand globs, files and directories into the sorted list of supported input files; an ``hf:`` dataset
+    is opened (so a bad name fails here) and kept, in its canonical spelling, in its place."""
     if not inputs:
         raise InputDataError("no inputs given; pass files or directories with --input")
     found: list[str] = []
-    for item in (path for pattern in inputs for path in _expand(pattern)):
-        if os.path.isdir(item):
+    for item in (path for pattern in inputs for path in ([pattern] if is_hf(pattern) else _expand(pattern))):
+        if is_hf(item):
+            found.append(check_hf(item))
+        elif os.path.isdir(item):
             below = _files_below(item)
             if not below:
                 raise InputDataError(f"directory {item} holds no input files ({', '.join(SUFFIXES)}, or a "
@@ -199,7 +205,7 @@ class InputUnit:
     ``kind`` ``"lines"``: the JSON lines of an uncompressed ``.jsonl`` that start at a byte offset in
     ``[start, end)`` (a line starts at offset 0 or right after a newline), so byte cuts anywhere
     split the file into whole lines, each in exactly one unit. ``"row_groups"``: parquet row groups
-    ``[start, end)``. ``"whole"``: the whole file (compressed and ``.txt`` files cannot be cut).
+    ``[start, end)``. ``"hf_shards"``: shards ``[start, end)`` of an ``hf:`` input. ``"whole"``: the whole file (compressed and ``.txt`` files cannot be cut).
     """
 
     path: str
@@ -281,11 +287,15 @@ def iter_unit_documents(unit: InputUnit, text_field: str = "text") -> Iterator[s
         return _iter_jsonl_lines(unit.path, unit.start, unit.end, text_field)
     if unit.kind == "row_groups":
         return _iter_parquet_groups(unit.path, unit.start, unit.end, text_field)
+    if unit.kind == "hf_shards":
+        return iter_shard_documents(unit.path, unit.start, unit.end, text_field)
     return iter_documents(unit.path, text_field)
 
 
 def iter_documents(path: str, text_field: str = "text") -> Iterator[str]:
-    """The texts of one input file, in order."""
+    """The texts of one input file (or ``hf:`` dataset), in order."""
+    if is_hf(path):
+        return iter_hf_documents(path, text_field)
     fmt = input_format(path)
     if fmt in JSON_LINES:
         return _iter_jsonl(path, text_field)

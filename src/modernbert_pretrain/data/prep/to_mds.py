@@ -32,6 +32,7 @@ from modernbert_pretrain.data.errors import (
     TokenizerLoadError,
 )
 from modernbert_pretrain.data.fingerprint import FINGERPRINT_NAME, fingerprint_of, write_fingerprint
+from modernbert_pretrain.data.prep.hf_input import is_hf
 from modernbert_pretrain.data.prep.readers import InputUnit, find_input_files, iter_unit_documents
 from modernbert_pretrain.data.prep.remote import STAGED_SHARDS, RemoteStore, is_remote, open_store
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
@@ -425,7 +426,7 @@ def tokenize_to_mds(inputs: Sequence[str], output_dir: str, tokenizer: str, *, t
         if isinstance(err, Exception) and out_of_space(err) == "errno":
             # A token covers at least one byte of text: the input's size bounds the token count (but for the
             # [CLS]/[SEP] of each sample).
-            needed = sum(os.path.getsize(f) for f in files) * how.dtype.itemsize
+            needed = None if any(is_hf(f) for f in files) else sum(os.path.getsize(f) for f in files) * how.dtype.itemsize
             raise no_space("while writing shards", output_dir, needed, "The partial shards were removed; free "
                            "space or choose another --output, then run it again", bound="up to about") from err
         raise
