@@ -15,11 +15,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # files fill in around them; otherwise a long file picked up last would leave the other worker idle.
 LONG_FIRST = ["test_evaluate_embedded", "test_launch", "test_fsdp", "test_train_resume", "test_train_e2e",
               "test_faults", "test_export", "test_train_compile", "test_train_trust", "test_evaluate"]
-# Files that reuse what a long file builds (the pretrained smoke model): last, when it is ready.
-LAST = ["test_evaluate_pretrained"]
 
 
 def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):
+        # pytest-xdist would otherwise order the files by their number of tests, not by LONG_FIRST
+        config.option.loadscopereorder = False
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:  # one share of the cores per worker: two workers at 2 threads each slow each other down
         threads = max(1, (os.cpu_count() or 1) // int(workers))
@@ -29,8 +30,6 @@ def pytest_configure(config):
 
 def _long_first(item) -> int:
     name = item.path.stem
-    if name in LAST:
-        return len(LONG_FIRST) + 1
     return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
 
 

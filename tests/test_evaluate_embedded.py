@@ -1,6 +1,6 @@
 """The embedded tasks on the test corpus: examples only from held-out documents, a bag-of-words scorer at chance
 on word order, determinism per seed, the random-init reference, and a pretrained tiny checkpoint (the smoke
-recipe's phase 1, shared with test_evaluate_pretrained.py) beating random init on code search."""
+recipe's phase 1, conftest's pretrained_smoke) beating random init on code search and on word order."""
 
 import json
 from dataclasses import replace
@@ -45,6 +45,30 @@ def random_model(smoke_workdir, tmp_path_factory):
 
 def _args(model, data_dir, seed=0, **kw):
     return RunArgs(model_dir=str(model), seed=seed, hparams={}, data_dir=str(data_dir), work_dir="/unused", **kw)
+
+
+# ----------------------------------------------------------------------------- the pretrained model
+# First in this file, which runs first (conftest.LONG_FIRST): under pytest-xdist a worker is given its next file
+# once at most 2 tests of its current one are left, so the ~9-minute pretraining must start while the short
+# tests below still wait behind it; otherwise a whole file would queue behind the pretraining.
+CS_TEST = replace(CodeSearchSettings(), eval_queries=200)
+
+
+@pytest.mark.slow
+def test_pretrained_checkpoint_beats_random_init_on_code_search(pretrained_smoke, eval_corpus, tmp_path):
+    baseline = write_random_init(pretrained_smoke, tmp_path, seed=0)
+    trained = run_code_search(_args(pretrained_smoke, eval_corpus, seed=0), CS_TEST)
+    random_init = run_code_search(_args(baseline, eval_corpus, seed=0), CS_TEST)
+    assert trained["ndcg@10"] > random_init["ndcg@10"] + 0.05, (trained, random_init)
+
+
+@pytest.mark.slow
+def test_pretrained_checkpoint_beats_random_init_on_word_order(pretrained_smoke, eval_corpus, tmp_path):
+    baseline = write_random_init(pretrained_smoke, tmp_path, seed=0)
+    trained = run_word_order(_args(pretrained_smoke, eval_corpus, seed=0), WordOrderSettings())
+    random_init = run_word_order(_args(baseline, eval_corpus, seed=0), WordOrderSettings())
+    assert trained["bow_accuracy"] == 0.5
+    assert trained["accuracy"] > random_init["accuracy"] + 0.15, (trained, random_init)
 
 
 # ----------------------------------------------------------------------------- data
@@ -153,14 +177,3 @@ def test_word_order_is_deterministic_per_seed(random_model, eval_corpus):
     assert run_word_order(_args(random_model, eval_corpus, seed=0), SMALL_WO) == first
     assert 0 < first["pairs"] <= 60 and 0.0 <= first["accuracy"] <= 1.0
     assert run_word_order(_args(random_model, eval_corpus, seed=1), SMALL_WO) != first  # other shuffles
-
-
-CS_TEST = replace(CodeSearchSettings(), eval_queries=200)
-
-
-@pytest.mark.slow
-def test_pretrained_checkpoint_beats_random_init_on_code_search(pretrained_smoke, eval_corpus, tmp_path):
-    baseline = write_random_init(pretrained_smoke, tmp_path, seed=0)
-    trained = run_code_search(_args(pretrained_smoke, eval_corpus, seed=0), CS_TEST)
-    random_init = run_code_search(_args(baseline, eval_corpus, seed=0), CS_TEST)
-    assert trained["ndcg@10"] > random_init["ndcg@10"] + 0.05, (trained, random_init)
