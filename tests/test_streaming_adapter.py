@@ -37,6 +37,15 @@ def test_another_streaming_fails_in_one_place_with_one_message(monkeypatch):
         build_train_loader(make_cfg(), rank=0, world_size=1)
 
 
+def test_another_streaming_stops_a_remote_data_prep_output_before_it_stages(monkeypatch, tmp_path):
+    from modernbert_pretrain.data.prep.remote import open_store
+
+    monkeypatch.setattr(streaming, "__version__", "0.99.0")
+    with pytest.raises(adapter.StreamingVersionError, match=r"mosaicml-streaming 0.99.0 is installed"):
+        open_store("s3://bucket/prefix", staging=str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
 def test_private_signatures():
     assert list(inspect.signature(generate_work).parameters) == [
         "batching_method", "dataset", "world", "epoch", "sample_in_epoch"]

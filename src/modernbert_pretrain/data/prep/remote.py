@@ -4,7 +4,8 @@
 that mosaicml-streaming uploads to (``s3://``, ``gs://``, ``oci://``, ...). Both offer the few
 operations the parts and merge code need, on paths relative to the root (``part-00001-of-00004/
 chunk-00002/done.json``). A remote store uploads through streaming's ``CloudUploader`` (which reads
-``S3_ENDPOINT_URL`` for an S3-compatible endpoint), reads with streaming's downloaders, and keeps
+``S3_ENDPOINT_URL`` for an S3-compatible endpoint) and reads with streaming's downloaders, both
+reached through ``data/streaming_adapter.py``, and keeps
 only a private staging folder locally: shard writers write into it and upload each shard as it is
 finished (``writer_out``), and small records are written there, uploaded and removed at once.
 Removing remote objects (``--overwrite``, clearing a failed single run) is implemented for S3 only.
