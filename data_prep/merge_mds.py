@@ -15,6 +15,7 @@ import sys
 
 from modernbert_pretrain.data.errors import PartsError, RemoteStorageError
 from modernbert_pretrain.data.prep.merge import merge_parts
+from modernbert_pretrain.data.streaming_adapter import StreamingVersionError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         s = merge_parts(args.output)
-    except (PartsError, RemoteStorageError) as err:
+    except (PartsError, RemoteStorageError, StreamingVersionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"merged {s.parts} part(s): {s.shards} shards, {s.samples} samples, {s.tokens} tokens in {s.root}")

@@ -31,6 +31,7 @@ import sys
 
 from modernbert_pretrain.data.errors import InputDataError, OutputExistsError, TokenizerLoadError
 from modernbert_pretrain.data.prep.to_mds import tokenize_to_mds
+from modernbert_pretrain.data.streaming_adapter import StreamingVersionError
 from modernbert_pretrain.diskspace import NoSpaceLeft
 
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                             shard_size=args.shard_size, compression=args.compression, progress=not args.quiet,
                             parts=args.parts, part=args.part or 0, chunk_bytes=chunk_bytes,
                             staging=args.staging)
-    except (InputDataError, TokenizerLoadError, OutputExistsError, NoSpaceLeft, ValueError) as err:
+    except (InputDataError, TokenizerLoadError, OutputExistsError, NoSpaceLeft, ValueError,
+            StreamingVersionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if s.already_complete:

@@ -37,6 +37,15 @@ def test_another_streaming_fails_in_one_place_with_one_message(monkeypatch):
         build_train_loader(make_cfg(), rank=0, world_size=1)
 
 
+def test_another_streaming_stops_a_remote_data_prep_output_before_it_stages(monkeypatch, tmp_path):
+    from modernbert_pretrain.data.prep.remote import open_store
+
+    monkeypatch.setattr(streaming, "__version__", "0.99.0")
+    with pytest.raises(adapter.StreamingVersionError, match=r"mosaicml-streaming 0.99.0 is installed"):
+        open_store("s3://bucket/prefix", staging=str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
 def test_private_signatures():
     assert list(inspect.signature(generate_work).parameters) == [
         "batching_method", "dataset", "world", "epoch", "sample_in_epoch"]
@@ -121,3 +130,108 @@ def test_download_file_copies_one_file_from_a_remote(tmp_path):
     assert (tmp_path / "local.json").read_text() == "{}"
     with pytest.raises(Exception):  # noqa: B017 - streaming raises its own types for a missing remote file
         adapter.download_file(str(remote / "missing.json"), str(tmp_path / "x.json"), 10)
+
+
+def test_download_file_without_a_timeout_uses_streamings_default(tmp_path):
+    from streaming.base.storage.download import CloudDownloader
+
+    assert inspect.signature(CloudDownloader.direct_download).parameters["timeout"].default is not inspect.Parameter.empty
+    (tmp_path / "f.json").write_text("[1]")
+    adapter.download_file(str(tmp_path / "f.json"), str(tmp_path / "copy.json"))
+    assert (tmp_path / "copy.json").read_text() == "[1]"
+
+
+def test_the_uploader_table_names_s3_and_local():
+    from streaming.base.storage.upload import UPLOADERS
+
+    assert isinstance(UPLOADERS, dict)
+    schemes = adapter.uploader_schemes()
+    assert schemes == tuple(UPLOADERS) and all(isinstance(s, str) for s in schemes)
+    assert {"s3", "gs", ""} <= set(schemes)
+
+
+def test_uploader_signatures():
+    from streaming.base.storage.upload import CloudUploader
+
+    assert {"out", "exist_ok"} <= set(inspect.signature(CloudUploader.get).parameters)
+    assert list(inspect.signature(CloudUploader.upload_file).parameters) == ["self", "filename"]
+    assert list(inspect.signature(CloudUploader.list_objects).parameters) == ["self", "prefix"]
+
+
+def test_an_uploader_moves_a_staged_file_to_its_remote(tmp_path):
+    staging, remote = tmp_path / "staging", tmp_path / "remote"
+    staging.mkdir()
+    (staging / "kept.json").write_text("{}")  # a staging folder that already holds files is accepted
+    uploader = adapter.make_uploader(str(staging), str(remote))
+    (staging / "r.json").write_text('{"a": 1}')
+    adapter.upload_staged(uploader, "r.json")
+    assert (remote / "r.json").read_text() == '{"a": 1}'
+    assert sorted(os.listdir(staging)) == ["kept.json"]  # the uploaded copy left staging
+    assert adapter.s3_client(uploader) is None
+
+
+def test_an_s3_uploader_lists_uploads_and_deletes_through_its_client(tmp_path, monkeypatch):
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    for name in ("S3_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "MOSAICML_STREAMING_AWS_REQUESTER_PAYS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with moto.mock_aws():
+        boto3.client("s3").create_bucket(Bucket="adapter")
+        uploader = adapter.make_uploader(str(tmp_path), "s3://adapter/pre")
+        os.makedirs(tmp_path / "d")
+        (tmp_path / "d" / "x.json").write_text("{}")
+        adapter.upload_staged(uploader, "d/x.json")
+        assert not (tmp_path / "d" / "x.json").exists()
+        assert adapter.list_remote(uploader, "d") == ["pre/d/x.json"]  # full keys, relative to the bucket
+        adapter.s3_client(uploader).delete_objects(Bucket="adapter", Delete={"Objects": [{"Key": "pre/d/x.json"}]})
+        assert adapter.list_remote(uploader, "d") == []
+
+
+def _writer(out, **kwargs):
+    from streaming import MDSWriter
+
+    return MDSWriter(out=out, columns={"ids": "ndarray:uint16"}, size_limit=1 << 10, **kwargs)
+
+
+def _write(writer, samples: int) -> None:
+    for i in range(samples):
+        writer.write({"ids": np.full(100, i, dtype=np.uint16)})
+
+
+def test_a_writer_exposes_its_staging_folder_and_finished_shards(tmp_path):
+    import threading
+
+    staging, remote, plain = tmp_path / "staging", tmp_path / "remote", tmp_path / "plain"
+    for out, folder in (((str(staging), str(remote)), staging), (str(plain), plain)):
+        writer = _writer(out)
+        assert isinstance(writer.event, threading.Event) and isinstance(writer.shards, list)
+        assert adapter.writer_staging_dir(writer) == str(folder)
+        assert adapter.writer_shard_count(writer) == 0
+        _write(writer, 30)  # ~200 bytes a sample: several 1 KiB shards
+        flushed = adapter.writer_shard_count(writer)
+        assert flushed > 1 and not adapter.writer_upload_failed(writer)
+        writer.finish()
+        written = plain if folder == plain else remote
+        assert sum(n.startswith("shard.") for n in os.listdir(written)) == flushed + 1  # the last, flushed by finish
+    assert not staging.exists()  # a writer with a remote removes its staging folder when done
+
+
+def test_a_failed_upload_is_reported_by_the_writer(tmp_path):
+    import shutil
+    import time
+
+    remote = tmp_path / "remote"
+    writer = _writer((str(tmp_path / "staging"), str(remote)), retry=1)
+    shutil.rmtree(remote)  # every upload now fails: its folder is gone
+    _write(writer, 6)  # ~200 bytes a sample: one 1 KiB shard flushed (a write after the failure would raise)
+    assert adapter.writer_shard_count(writer) == 1
+    deadline = time.monotonic() + 30
+    while not adapter.writer_upload_failed(writer) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert adapter.writer_upload_failed(writer)
+    with pytest.raises(Exception, match="threads failed"):
+        writer.finish()

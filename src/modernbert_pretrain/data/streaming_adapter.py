@@ -1,8 +1,9 @@
 """Every use of mosaicml-streaming's private parts, in one module, behind a version guard.
 
 The source (``source.py``) walks this rank's share of an epoch with its own cursor instead of iterating
-the dataset, so it needs streaming's partition of an epoch without its iterator. Streaming 0.13.0 has no
-public API for that; what this module uses, and what tests/test_streaming_adapter.py pins:
+the dataset, so it needs streaming's partition of an epoch without its iterator; the data prep writes to
+object storage with streaming's uploaders and watches its shard writer's uploads. Streaming 0.13.0 has no
+public API for these; what this module uses, and what tests/test_streaming_adapter.py pins:
 
 - ``streaming.base.world.World(num_nodes, ranks_per_node, workers_per_rank, worker)`` with its ``node`` and
   ``rank_of_node``: where a rank sits, as streaming's partition sees it;
@@ -18,11 +19,24 @@ public API for that; what this module uses, and what tests/test_streaming_adapte
 - ``streaming.base.shared.memory.SharedMemory`` objects held (up to three attributes deep) by a dataset,
   found by walking its attributes; releasing one relies on its ``cleanup`` (registered with ``atexit``) and
   its ``created_shms`` / ``opened_shms`` lists;
-- ``streaming.base.storage.download.CloudDownloader.direct_download(remote, local, timeout)``: one file from
-  a remote, for the tokenizer fingerprint that sits beside a remote's index;
-- ``StreamingDataset._shm_prefix_int``: the number in the names of the dataset's shared-memory blocks.
+- ``streaming.base.storage.download.CloudDownloader.direct_download(remote, local[, timeout])``: one file
+  from a remote, for the tokenizer fingerprint that sits beside a remote's index and the records of a
+  remote data prep output (``download_file``);
+- ``StreamingDataset._shm_prefix_int``: the number in the names of the dataset's shared-memory blocks;
+- ``streaming.base.storage.upload.UPLOADERS`` (URL scheme -> uploader class name): the schemes a data prep
+  output may use (``uploader_schemes``);
+- ``streaming.base.storage.upload.CloudUploader.get((local, remote), exist_ok=True)`` and the uploader it
+  returns: ``upload_file(rel)`` (uploads ``local/rel`` and removes it), ``list_objects(prefix)`` (full keys
+  under ``prefix``, relative to the remote's bucket; ``NotImplementedError`` where a scheme has no
+  listing) and, for S3, its boto3 client ``s3`` (``make_uploader``, ``upload_staged``, ``list_remote``,
+  ``s3_client``);
+- a shard writer's (``MDSWriter``) ``event`` (a ``threading.Event`` set when an upload failed), ``local``
+  (the folder it writes shards into before they upload) and ``shards`` (one entry per finished shard):
+  to bound staging and name an upload failure (``writer_upload_failed``, ``writer_staging_dir``,
+  ``writer_shard_count``).
 
-An upgrade of streaming fails in ``check_version`` with one message, before any of these is touched.
+An upgrade of streaming fails in ``check_version`` with one message, before any of these is touched: the
+loader's source, a remote data prep store and a shard writer with a remote call it before using them.
 """
 
 from __future__ import annotations
@@ -136,8 +150,60 @@ def shm_prefix(dataset: Any) -> int:
     return int(getattr(dataset, "_shm_prefix_int", -1))
 
 
-def download_file(remote: str, local: str, timeout: float) -> None:
-    """Copy one file from a streaming remote (s3://, gs://, a path, ...) to ``local``; raises when it is missing."""
+def download_file(remote: str, local: str, timeout: float | None = None) -> None:
+    """Copy one file from a streaming remote (s3://, gs://, a path, ...) to ``local``; raises when it is missing.
+    ``timeout`` None keeps streaming's own default."""
     from streaming.base.storage.download import CloudDownloader
 
-    CloudDownloader.direct_download(remote, local, timeout)
+    if timeout is None:
+        CloudDownloader.direct_download(remote, local)
+    else:
+        CloudDownloader.direct_download(remote, local, timeout)
+
+
+def uploader_schemes() -> tuple[str, ...]:
+    """The keys of streaming's uploader table: URL schemes (``s3``, ``gs``, ...), ``''`` for a local folder,
+    and ``dbfs:/Volumes``."""
+    from streaming.base.storage.upload import UPLOADERS
+
+    return tuple(UPLOADERS)
+
+
+def make_uploader(local: str, remote: str) -> Any:
+    """Streaming's uploader from ``local`` (which may already hold files) to ``remote``; raises what the
+    storage client raises when the remote cannot be reached (S3 checks its bucket here)."""
+    from streaming.base.storage.upload import CloudUploader
+
+    return CloudUploader.get((local, remote), exist_ok=True)
+
+
+def upload_staged(uploader: Any, rel: str) -> None:
+    """Upload ``rel`` (relative to the uploader's local folder) to the same path under its remote, then
+    remove the local copy."""
+    uploader.upload_file(rel)
+
+
+def list_remote(uploader: Any, prefix: str) -> list[str]:
+    """Keys under ``prefix`` (relative to the remote) as the bucket names them; raises NotImplementedError
+    for a scheme streaming cannot list."""
+    return list(uploader.list_objects(prefix) or [])
+
+
+def s3_client(uploader: Any) -> Any:
+    """The boto3 client of an S3 uploader; None for another scheme."""
+    return getattr(uploader, "s3", None)
+
+
+def writer_upload_failed(writer: Any) -> bool:
+    """Whether an upload of a shard writer's files failed (the writer logged it; its next call raises)."""
+    return writer.event.is_set()
+
+
+def writer_staging_dir(writer: Any) -> str:
+    """The folder a shard writer writes shards into (before upload, when it has a remote)."""
+    return writer.local
+
+
+def writer_shard_count(writer: Any) -> int:
+    """Shards a writer has finished (flushed) so far."""
+    return len(writer.shards)

@@ -4,7 +4,8 @@
 that mosaicml-streaming uploads to (``s3://``, ``gs://``, ``oci://``, ...). Both offer the few
 operations the parts and merge code need, on paths relative to the root (``part-00001-of-00004/
 chunk-00002/done.json``). A remote store uploads through streaming's ``CloudUploader`` (which reads
-``S3_ENDPOINT_URL`` for an S3-compatible endpoint), reads with streaming's downloaders, and keeps
+``S3_ENDPOINT_URL`` for an S3-compatible endpoint) and reads with streaming's downloaders, both
+reached through ``data/streaming_adapter.py``, and keeps
 only a private staging folder locally: shard writers write into it and upload each shard as it is
 finished (``writer_out``), and small records are written there, uploaded and removed at once.
 Removing remote objects (``--overwrite``, clearing a failed single run) is implemented for S3 only.
@@ -20,6 +21,15 @@ from typing import Any
 
 from modernbert_pretrain.data.errors import RemoteStorageError
 from modernbert_pretrain.data.prep.parts import read_json, write_json_atomic
+from modernbert_pretrain.data.streaming_adapter import (
+    check_version,
+    download_file,
+    list_remote,
+    make_uploader,
+    s3_client,
+    upload_staged,
+    uploader_schemes,
+)
 
 STAGED_SHARDS = 4
 """Finished shards a writer may hold in staging while they upload; it waits for uploads beyond that,
@@ -87,11 +97,11 @@ class RemoteStore:
     remote = True
 
     def __init__(self, root: str, staging: str | None = None) -> None:
-        from streaming.base.storage.upload import UPLOADERS, CloudUploader
-
+        check_version()
         scheme = urllib.parse.urlparse(root).scheme
-        if scheme not in UPLOADERS:
-            known = ", ".join(f"{s}://" for s in UPLOADERS if s and "/" not in s)
+        schemes = uploader_schemes()
+        if scheme not in schemes:
+            known = ", ".join(f"{s}://" for s in schemes if s and "/" not in s)
             raise RemoteStorageError(f"{root}: unknown storage scheme {scheme}://; use a local folder or one of "
                                      f"{known}")
         self.root = root.rstrip("/")
@@ -99,7 +109,7 @@ class RemoteStore:
             os.makedirs(staging, exist_ok=True)
         self.local = tempfile.mkdtemp(prefix="mds-staging-", dir=staging)
         try:
-            self.uploader = CloudUploader.get((self.local, self.root), exist_ok=True)
+            self.uploader = make_uploader(self.local, self.root)
         except Exception as err:  # botocore ClientError, EndpointConnectionError, NoCredentialsError, ...
             self.close()
             raise RemoteStorageError(
@@ -115,7 +125,7 @@ class RemoteStore:
         """Keys under ``rel`` (relative to the root); ``rel`` itself when it is an object."""
         full = self._key_prefix + rel
         try:
-            keys = [k for k in self.uploader.list_objects(rel) or []
+            keys = [k for k in list_remote(self.uploader, rel)
                     if not rel or k == full or k.startswith(f"{full}/")]
         except NotImplementedError as err:
             raise RemoteStorageError(f"{self.root}: listing is not supported for this scheme by mosaicml-streaming; "
@@ -136,12 +146,10 @@ class RemoteStore:
     def read_json(self, rel: str) -> dict[str, Any] | None:
         if rel not in self._keys(rel):
             return None
-        from streaming.base.storage.download import CloudDownloader
-
         local = tempfile.mkdtemp(prefix="read-", dir=self.local)
         path = os.path.join(local, os.path.basename(rel))
         try:
-            CloudDownloader.direct_download(self.where(rel), path)
+            download_file(self.where(rel), path)
             record = read_json(path)
         except Exception as err:
             if isinstance(err, ValueError):
@@ -157,7 +165,7 @@ class RemoteStore:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_json_atomic(path, record)
         try:
-            self.uploader.upload_file(rel)  # removes the staged copy once uploaded
+            upload_staged(self.uploader, rel)
         except Exception as err:
             raise RemoteStorageError(f"cannot upload {self.where(rel)}: {_first_line(err)}") from err
 
@@ -167,7 +175,7 @@ class RemoteStore:
         keys = [self._key_prefix + k for k in listed if any(k == r or k.startswith(f"{r}/") for r in rels)]
         if not keys:
             return
-        client = getattr(self.uploader, "s3", None)
+        client = s3_client(self.uploader)
         if client is None:
             raise RemoteStorageError(f"deleting {self.where(rels[0])} is not supported for this scheme here; delete "
                                      f"it with your storage provider's tool, then run again")

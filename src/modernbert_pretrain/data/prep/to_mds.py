@@ -36,6 +36,12 @@ from modernbert_pretrain.data.prep.hf_input import is_hf
 from modernbert_pretrain.data.prep.readers import InputUnit, find_input_files, iter_unit_documents
 from modernbert_pretrain.data.prep.remote import STAGED_SHARDS, RemoteStore, is_remote, open_store
 from modernbert_pretrain.data.shards import INDEX_NAME, SHARD_HASHES, TOKEN_COLUMN, token_dtype
+from modernbert_pretrain.data.streaming_adapter import (
+    check_version,
+    writer_shard_count,
+    writer_staging_dir,
+    writer_upload_failed,
+)
 from modernbert_pretrain.diskspace import no_space, out_of_space
 
 PIECE_CHARS = 1 << 16
@@ -305,8 +311,9 @@ def new_counts() -> dict[str, int]:
 def _wait_for_uploads(writer) -> None:
     """Hold the writer until fewer than ``STAGED_SHARDS`` finished shards wait in staging for their upload, so
     the next one flushed makes at most ``STAGED_SHARDS``."""
-    while not writer.event.is_set():
-        staged = sum(name.startswith("shard.") for name in os.listdir(writer.local))
+    staging = writer_staging_dir(writer)
+    while not writer_upload_failed(writer):
+        staged = sum(name.startswith("shard.") for name in os.listdir(staging))
         if staged < STAGED_SHARDS:
             return
         time.sleep(0.02)
@@ -324,6 +331,8 @@ def write_units(units: Sequence[InputUnit], out: str | tuple[str, str], how: _Wr
     from streaming import MDSWriter
 
     remote = isinstance(out, tuple)
+    if remote:
+        check_version()
     writer = MDSWriter(out=out, columns={TOKEN_COLUMN: f"ndarray:{how.dtype.name}"}, hashes=list(SHARD_HASHES),
                        size_limit=how.shard_size, compression=how.compression,
                        **({"max_workers": STAGED_SHARDS} if remote else {}))
@@ -331,8 +340,8 @@ def write_units(units: Sequence[InputUnit], out: str | tuple[str, str], how: _Wr
 
     def write(sample: np.ndarray) -> None:
         writer.write({TOKEN_COLUMN: sample})
-        if remote and len(writer.shards) != flushed[0]:
-            flushed[0] = len(writer.shards)
+        if remote and writer_shard_count(writer) != flushed[0]:
+            flushed[0] = writer_shard_count(writer)
             _wait_for_uploads(writer)
         if delay:
             time.sleep(delay)
@@ -345,7 +354,7 @@ def write_units(units: Sequence[InputUnit], out: str | tuple[str, str], how: _Wr
         writer.finish()
     except BaseException as err:
         writer.cancel_future_jobs()
-        if remote and writer.event.is_set() and isinstance(err, Exception):
+        if remote and writer_upload_failed(writer) and isinstance(err, Exception):
             raise RemoteStorageError(f"uploading shards to {out[1]} failed (the log above names the error); check "
                                      f"the bucket and credentials, then run again") from err
         raise
