@@ -12,6 +12,10 @@ constant-time resume; ``BatchSizeWarmup`` is the batch-size schedule over the sl
 This package imports neither the model nor Composer.
 """
 
+# `tokenizer_info` is also the name of its submodule: importing that submodule would bind the package attribute
+# to the module, so the function is bound here, eagerly (the module is light: numpy and this package's config).
+from modernbert_pretrain.data.tokenizer_info import tokenizer_info as tokenizer_info
+
 # Names resolve on first use (PEP 562): importing one light submodule, as data prep's spawned tokenizer
 # workers do, must not load torch and streaming through this file (2.8 s per worker, measured).
 _EXPORTS = {
@@ -41,10 +45,9 @@ _EXPORTS = {
     "make_microbatch": "collate",
     "parse_count": "config",
     "resolve_config": "tokenizer_info",
-    "tokenizer_info": "tokenizer_info",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "tokenizer_info"])
 
 
 def __getattr__(name: str):
