@@ -155,3 +155,26 @@ def test_schedulers_step_before_the_clock_advances_and_batch_start_sees_the_new_
     advance = loop.index("self.state.timestamp = self.state.timestamp.to_next_batch(")
     batch_start = loop.index("self.engine.run_event(Event.BATCH_START)")
     assert batch_start < step < advance  # BATCH_START of the next batch runs after this advance
+
+
+def test_trainer_start_names_the_cpu_through_a_child_python_which_the_patch_avoids(monkeypatch):
+    import subprocess
+
+    import cpuinfo
+    from composer.utils import collect_env
+
+    # upstream: every Trainer logs get_composer_env_dict(), whose CPU name comes from a child Python process
+    assert "get_composer_env_dict()" in _source(Trainer.__init__)
+    assert "get_cpu_model()" in _source(collect_env.get_composer_env_dict)
+    assert "cpuinfo.get_cpu_info()" in _source(collect_env.get_cpu_model)
+    assert "Popen" in _source(cpuinfo.get_cpu_info_json)
+
+    monkeypatch.setattr(collect_env, "get_cpu_model", collect_env.get_cpu_model)  # restored after the test
+    compat.cheap_cpu_model()
+
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    name = collect_env.get_composer_env_dict()["cpu_model"]
+    assert isinstance(name, str) and name

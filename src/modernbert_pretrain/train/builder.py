@@ -17,7 +17,7 @@ from ..model import ModernBertForMaskedLM
 from ..model.attention import BACKENDS
 from ..schema import ConfigError
 from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
-from .compat import RngResume, check_composer_version, per_node_signal_files
+from .compat import RngResume, cheap_cpu_model, check_composer_version, per_node_signal_files
 from .composer_model import ComposerMLM
 from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
@@ -236,6 +236,7 @@ def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
 
 def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: list) -> Trainer:
     per_node_signal_files()
+    cheap_cpu_model()
     on_gpu = torch.cuda.is_available()
     precision = _precision(cfg, on_gpu)  # refused before any work
     rank, world_size = dist.get_global_rank(), dist.get_world_size()
