@@ -177,3 +177,26 @@ def test_word_order_is_deterministic_per_seed(random_model, eval_corpus):
     assert run_word_order(_args(random_model, eval_corpus, seed=0), SMALL_WO) == first
     assert 0 < first["pairs"] <= 60 and 0.0 <= first["accuracy"] <= 1.0
     assert run_word_order(_args(random_model, eval_corpus, seed=1), SMALL_WO) != first  # other shuffles
+
+
+def test_word_order_scores_only_masked_positions_with_the_same_result_as_the_whole_model(random_model, eval_corpus):
+    """The head and decoder run on the masked positions alone; a model without that structure runs whole.
+    Both give the same scores, bit for bit."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from modernbert_pretrain.evaluate.tasks.word_order import pseudo_log_likelihood
+
+    tokenizer = AutoTokenizer.from_pretrained(random_model)
+    model = AutoModelForMaskedLM.from_pretrained(random_model, attn_implementation="sdpa").eval()
+    texts = [x for pair in word_order_pairs(str(eval_corpus), SMALL_WO, seed=0)[:12] for x in pair]
+    calls = []
+
+    def whole(**kwargs):  # an MLM with no model/head/decoder attributes: only its forward
+        calls.append(kwargs["input_ids"].shape)
+        return model(**kwargs)
+
+    sparse = pseudo_log_likelihood(model, tokenizer, texts, SMALL_WO, "cpu")
+    dense = pseudo_log_likelihood(whole, tokenizer, texts, SMALL_WO, "cpu")
+    assert len(calls) == SMALL_WO.stride  # one batch, every pass through the whole model
+    assert torch.equal(sparse, dense)
+    assert sparse.shape == (24,) and bool((sparse < 0).all())
