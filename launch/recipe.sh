@@ -15,7 +15,8 @@ all), N:key=value only to the N-th YAML (1-based).
   LAUNCHER="composer -n 8" bash launch/recipe.sh yamls/phase{1,2,3}.yaml -- workdir=/data/run1 \
       1:data.device_microbatch_size=48
 
-Before running anything, every phase is checked with `train.py <yaml> [overrides] --dry-run`, which also names
+Before running anything, every phase is checked with `train.py <yaml> [overrides] --dry-run --no-memory`
+(run the dry run without --no-memory for a phase's memory plan), which also names
 its save folder. A phase whose <save_folder>/training_complete.json exists has finished and is skipped; an
 unfinished one resumes from its latest checkpoint (autoresume). Each phase starts from the previous phase's
 final checkpoint through its YAML's `load_from` (the shipped phase 2 and 3 YAMLs name the previous run's
@@ -110,7 +111,7 @@ for i in "${!yamls[@]}"; do
   y="${yamls[$i]}"
   phase_overrides "$i"
   rc=0
-  out="$("${py[@]}" "$ROOT/train.py" "$y" "${args[@]}" --dry-run 2>"$errf")" || rc=$?
+  out="$("${py[@]}" "$ROOT/train.py" "$y" "${args[@]}" --dry-run --no-memory 2>"$errf")" || rc=$?
   if (( rc )); then
     echo "recipe.sh: phase $((i + 1))/$n ($y) does not pass the dry run (exit $rc):" >&2
     cat "$errf" >&2

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,42 @@ def test_a_remote_stream_fingerprint_is_fetched_and_compared():
     cfg = make_cfg(local=None, streams=[StreamConfig(local=cache, remote=small_data().mds)], tokenizer=other_tokenizer())
     with pytest.raises(TokenizerMismatchError, match=f"the shards in {cache}"):
         build_train_loader(cfg, rank=0, world_size=1)
+
+
+def test_a_tokenizer_folder_loads_as_autotokenizer_would_without_importing_the_auto_classes(tmp_path, monkeypatch):
+    """Folders whose tokenizer_config.json names PreTrainedTokenizerFast skip transformers' auto classes (3.5 s
+    of imports); they get the same class and fingerprint as AutoTokenizer. Any other class goes through
+    AutoTokenizer."""
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    from modernbert_pretrain.data.fingerprint import fingerprint_of
+    from modernbert_pretrain.data.tokenizer_info import load_tokenizer
+
+    folder = small_data().tokenizer
+    ours, auto = load_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+    assert type(ours) is type(auto) and type(ours).__name__ == "PreTrainedTokenizerFast"
+    assert fingerprint_of(ours, folder) == fingerprint_of(auto, folder)
+    text = "def f(x):\n    return x + 1"
+    assert ours(text)["input_ids"] == auto(text)["input_ids"]
+    probe = ("import sys; from modernbert_pretrain.data.tokenizer_info import load_tokenizer; "
+             f"load_tokenizer({folder!r}); print('transformers.models.auto.tokenization_auto' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+    # any other class, or custom code (auto_map), is AutoTokenizer's to resolve
+    import transformers
+
+    from modernbert_pretrain.data.tokenizer_info import _from_pretrained
+
+    asked = []
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda path: asked.append(path) or "auto")
+    config = json.loads((Path(folder) / "tokenizer_config.json").read_text())
+    for i, changed in enumerate(({"tokenizer_class": "BertTokenizerFast"}, {"auto_map": {"AutoTokenizer": ["x", "y"]}})):
+        other = tmp_path / str(i)
+        shutil.copytree(folder, other)
+        (other / "tokenizer_config.json").write_text(json.dumps({**config, **changed}))
+        assert _from_pretrained(str(other)) == "auto"
+    assert asked == [str(tmp_path / "0"), str(tmp_path / "1")]

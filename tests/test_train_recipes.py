@@ -79,10 +79,17 @@ def test_dry_run_warns_about_missing_paths_but_plans(tmp_path):
 
 
 def test_cli_dry_run_prints_json_last(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), str(ROOT / "yamls/phase1.yaml"), "--dry-run",
-                          f"workdir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "yamls/phase1.yaml"), "--dry-run", f"workdir={tmp_path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1])["steps"] > 0
+    plan = json.loads(out.stdout.strip().splitlines()[-1])
+    assert plan["steps"] > 0 and plan["memory"]["fits"]
+    assert len(out.stdout.strip().splitlines()) > 1  # the memory table comes first
+    # --no-memory (launch/recipe.sh's up-front check): the same plan without the memory table
+    quick = subprocess.run([*cmd, "--no-memory"], capture_output=True, text=True, timeout=120)
+    assert quick.returncode == 0, quick.stderr
+    (line,) = quick.stdout.strip().splitlines()
+    assert json.loads(line) == {**plan, "memory": None}
 
 
 def test_real_run_refuses_a_missing_path(tmp_path):

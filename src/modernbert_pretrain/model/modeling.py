@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,21 @@ from .attention import doc_layout, prepare_backend, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
 from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
+
+
+def _never_compiled(fn):
+    """``torch.compiler.disable(fn)``, applied at the first call: decorating at import would import
+    torch._dynamo (1.7 s on a 2-core CPU) in every process that only builds, exports or plans a model."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
 
 
 @dataclass
@@ -100,7 +116,7 @@ class ModernBertModel(nn.Module):
         self.set_attn_backend(name)
         return name
 
-    @torch.compiler.disable
+    @_never_compiled
     def _resolve_on_first_call(self, hidden: torch.Tensor) -> None:
         """For callers that did not resolve first; never traced (a compiled forward runs it eagerly)."""
         kind = hidden.device.type
