@@ -9,7 +9,12 @@ import pytest
 import torch
 import transformers
 
-from modernbert_pretrain.checkpoints import list_checkpoints, model_from_checkpoint
+from modernbert_pretrain.checkpoints import (
+    decode_run_info,
+    encode_run_info,
+    list_checkpoints,
+    model_from_checkpoint,
+)
 from modernbert_pretrain.export import ExportError, export_checkpoint, main
 
 from .train_helpers import ROOT, env, run_train
@@ -100,9 +105,15 @@ def test_not_a_checkpoint(tmp_path):
     assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
 
 
+def _edit_run_info(ckpt, edit) -> None:
+    info = decode_run_info(ckpt["state"]["callbacks"]["RunInfo"])
+    edit(info)
+    ckpt["state"]["callbacks"]["RunInfo"] = encode_run_info(info)
+
+
 def test_unmappable_config(run_dir, tmp_path):
     ckpt = torch.load(_ckpts(run_dir)[0], map_location="cpu", weights_only=False)
-    ckpt["state"]["callbacks"]["RunInfo"]["model_config"]["rotary_scaling"] = "yarn"
+    _edit_run_info(ckpt, lambda info: info["model_config"].update(rotary_scaling="yarn"))
     bad = tmp_path / "ba2-bad.pt"
     torch.save(ckpt, bad)
     with pytest.raises(ExportError, match="cannot be mapped to ModernBERT.*rotary_scaling"):
@@ -309,7 +320,10 @@ def test_checkpoints_without_a_recorded_prior_still_export(run_dir, phase2_dir, 
     for source, name, expected in ((_ckpts(run_dir)[-1], "ba6-old.pt", 24576),
                                    (list_checkpoints(out / "ckpt")[1], "ba2-old.pt", None)):
         ckpt = torch.load(source, map_location="cpu", weights_only=False)
-        del ckpt["state"]["callbacks"]["RunInfo"]["prior"]
+        # the run info as such checkpoints held it: a plain dict (before its JSON form), without "prior"
+        info = decode_run_info(ckpt["state"]["callbacks"]["RunInfo"])
+        del info["prior"]
+        ckpt["state"]["callbacks"]["RunInfo"] = info
         old = tmp_path / name
         torch.save(ckpt, old)
         meta = _meta(export_checkpoint(old, tmp_path / name.replace(".pt", ""))[0])
@@ -334,7 +348,7 @@ def _other_run(run_dir, tmp_path):
     weights = ckpt["state"]["model"]
     key = next(k for k in weights if "layers.0." in k and weights[k].is_floating_point())
     weights[key] = weights[key] + 1.0
-    ckpt["state"]["callbacks"]["RunInfo"]["train_config"]["save"]["folder"] = str(tmp_path / "other-run")
+    _edit_run_info(ckpt, lambda info: info["train_config"]["save"].update(folder=str(tmp_path / "other-run")))
     other = tmp_path / "other-run" / _ckpts(run_dir)[-1].name
     other.parent.mkdir()
     torch.save(ckpt, other)

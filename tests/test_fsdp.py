@@ -2,8 +2,9 @@
 
 The smoke recipe runs at world size 2 without batch overrides: its warmup start of 8 sequences is rounded to
 whole microbatches on both ranks (16) and logged. Each run here costs about a minute on 2 cores, mostly
-process start-up, so the runs are shared: one DDP run, one uninterrupted FSDP run (the reference), and for
-each state-dict type a run stopped early and then resumed."""
+process start-up, so the runs are shared: one DDP run, one uninterrupted FSDP run (the reference, sharded
+checkpoints), a copy of it rolled back and resumed, and a run with full checkpoints stopped early and then
+resumed."""
 
 from __future__ import annotations
 
@@ -63,19 +64,35 @@ def test_fsdp_loss_falls_like_ddp(reference_runs):
 
 @pytest.mark.parametrize("state_dict_type", ["sharded", "full"])
 def test_fsdp_checkpoint_resumes_bitwise_and_exports(reference_runs, smoke_workdir, tmp_path, state_dict_type):
-    """Stop at step 55, run the same command with the full budget: autoresume continues from the checkpoint,
-    and every later step's loss, LR and token count equal the uninterrupted run's, bit for bit. Then the
-    checkpoint exports to a folder that transformers loads, with the weights FSDP trained."""
+    """Resume with the full budget: autoresume continues from a checkpoint, and every later step's loss, LR and
+    token count equal the uninterrupted run's, bit for bit. Then the checkpoint exports to a folder that
+    transformers loads, with the weights FSDP trained.
+
+    sharded (the reference run's own type): a copy of the finished reference run is rolled back to step 40
+    with the rollback tool, which moves the later checkpoints aside, and resumes from there. full: a run
+    stopped at step 55 (its max_tokens) is started again with the full budget."""
     root, _, _ = reference_runs
     work = tmp_path / state_dict_type
     opts = [f"fsdp={{state_dict_type: {state_dict_type}}}"]
-    _run(smoke_workdir, work, *opts, tokens=STOP_TOKENS)
+    if state_dict_type == "sharded":
+        from modernbert_pretrain.checkpoints import batch_of as ckpt_io_batch
+        from modernbert_pretrain.checkpoints import list_checkpoints as checkpoints_of
+        from modernbert_pretrain.train.rollback import rollback
+
+        shutil.copytree(root / "fsdp", work, symlinks=True)
+        (work / "m.jsonl").unlink()
+        (step40,) = [p for p in checkpoints_of(work / "checkpoints" / "smoke-phase1") if ckpt_io_batch(p) == 40]
+        rollback(work / "checkpoints" / "smoke-phase1", step40.name)
+        first_resumed = 41
+    else:
+        _run(smoke_workdir, work, *opts, tokens=STOP_TOKENS)
+        first_resumed = 56
     out = _run(smoke_workdir, work, *opts)
     assert "autoresume" in out.stdout + out.stderr
     reference = {m["batch"]: m for m in metrics(root / "fsdp" / "m.jsonl")}
     resumed = metrics(work / "m.jsonl")
-    stopped = [m["batch"] for m in resumed].index(55)
-    assert [m["batch"] for m in resumed[stopped + 1:]] == list(range(56, 66))
+    start = [m["batch"] for m in resumed].index(first_resumed)
+    assert [m["batch"] for m in resumed[start:]] == list(range(first_resumed, 66))
     for m in resumed:
         assert m == reference[m["batch"]], m["batch"]
 

@@ -5,7 +5,7 @@ import shutil
 
 import torch
 
-from modernbert_pretrain.checkpoints import describe, load_checkpoint
+from modernbert_pretrain.checkpoints import decode_run_info, describe, load_checkpoint
 
 from .train_helpers import metrics, run_train
 
@@ -49,7 +49,7 @@ def test_smoke_phases_chain(smoke_workdir, tmp_path, monkeypatch):
     groups = next(iter(ckpt["state"]["optimizers"].values()))["param_groups"]
     assert {g["max_lr"] for g in groups} == {1e-3}
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 1e-5]
-    info = ckpt["state"]["callbacks"]["RunInfo"]
+    info = decode_run_info(ckpt["state"]["callbacks"]["RunInfo"])
     assert info["model_config"]["global_rope_theta"] == 160000.0
 
     # Phase 3's checkpoint counts the tokens of all three phases; each clock alone restarts at 0.

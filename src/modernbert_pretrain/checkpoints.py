@@ -174,9 +174,24 @@ def _read_sharded(folder: Path) -> dict[str, Any]:
     return ckpt
 
 
+def encode_run_info(info: dict[str, Any]) -> dict[str, str]:
+    """RunInfo's saved form: one JSON string, so that its structure does not depend on the config. An FSDP
+    sharded checkpoint (torch.distributed.checkpoint) is loaded into the running state's structure, and a
+    resumed run whose config had a key the saved one lacked (e.g. `fsdp: {state_dict_type: sharded}` for
+    `fsdp: {}`) stopped with "Missing key in checkpoint state_dict"."""
+    return {"json": json.dumps(info, default=str)}
+
+
+def decode_run_info(saved: Any) -> Any:
+    """The run info dict from its saved form; checkpoints written before the JSON form hold the dict itself."""
+    if isinstance(saved, dict) and set(saved) == {"json"} and isinstance(saved["json"], str):
+        return json.loads(saved["json"])
+    return saved
+
+
 def run_info(ckpt: dict[str, Any]) -> dict[str, Any]:
     callbacks = ckpt["state"].get("callbacks", {}) or {}
-    info = callbacks.get("RunInfo")
+    info = decode_run_info(callbacks.get("RunInfo"))
     if not info or "model_config" not in info:
         raise CheckpointError(f"{ckpt.get('_path')} has no run info (model config); was it written by this "
                               "framework's train.py?")
@@ -259,7 +274,7 @@ def cumulative(info: dict[str, Any], step: int, tokens: int) -> dict[str, Any]:
 
 def prior_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a run that starts from this checkpoint of ours has seen before it: the checkpoint's totals."""
-    info = (ckpt["state"].get("callbacks") or {}).get("RunInfo")
+    info = decode_run_info((ckpt["state"].get("callbacks") or {}).get("RunInfo"))
     if not info:
         return unknown_prior(ckpt.get("_path"))
     totals = cumulative(info, *_clock(ckpt["state"]))
@@ -339,7 +354,7 @@ def load_weights(model: ModernBertForMaskedLM, ckpt: dict[str, Any], field: str 
     try:
         load_into(model, state)
     except (ValueError, RuntimeError) as err:
-        saved = ((ckpt["state"].get("callbacks") or {}).get("RunInfo") or {}).get("model_config") or {}
+        saved = (decode_run_info((ckpt["state"].get("callbacks") or {}).get("RunInfo")) or {}).get("model_config") or {}
         ours = model.config.to_dict()
         changed = [f"{k}: {saved[k]!r} there, {ours.get(k)!r} here" for k in SHAPE_KEYS
                    if k in saved and saved[k] != ours.get(k)]
@@ -439,6 +454,11 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def checkpoint_loads(path: Path) -> bool:
+    """Whether a checkpoint file loads, or a sharded checkpoint's metadata reads."""
+    return _loads(path)
 
 
 def _loads(path: Path) -> bool:

@@ -25,9 +25,14 @@ class RunInfo(Callback):
         self.info = dict(info)
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(self.info)
+        from ..checkpoints import encode_run_info
+
+        return encode_run_info(self.info)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        from ..checkpoints import decode_run_info
+
+        state = decode_run_info(state)
         # The running config is authoritative; keep the checkpoint's under `resumed_from`. The prior (tokens seen
         # before the run) was fixed when the run started: a resumed run has none of its own and keeps the saved one.
         if "prior" in state and "prior" not in self.info:

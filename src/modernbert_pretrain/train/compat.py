@@ -176,6 +176,7 @@ def cheap_cpu_model() -> None:
 
     if getattr(collect_env.get_cpu_model, "_cheap", False):
         return
+    _cpu_model_name.upstream = collect_env.get_cpu_model
     collect_env.get_cpu_model = _cpu_model_name
 
 
@@ -193,6 +194,8 @@ def _cpu_model_name() -> str:
 
 
 _cpu_model_name._cheap = True
+_cpu_model_name.upstream = None
+"""The function it replaced, once it has (tests/test_compat.py pins that one's behaviour)."""
 
 
 # ------------------------------------------------------------------------------- FSDP2 on gloo (CPU ranks)
