@@ -231,3 +231,34 @@ def test_mixture_follows_proportions():
     streams = source.dataset.stream_per_shard[[source.dataset.spanner[int(i)][0] for i in ids]]
     assert ids.size == 800 and abs((streams == 0).mean() - 0.75) < 0.01
     assert take(loader, 2)[1]["num_rows"] == 8
+
+
+def test_a_shared_memory_prefix_taken_at_the_same_moment_is_retried(monkeypatch):
+    """Two jobs that start a dataset at once can pick the same streaming prefix; the slower one retries."""
+    import streaming
+
+    real, calls = streaming.StreamingDataset, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FileExistsError(17, "File exists", "/000001_locals")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "StreamingDataset", racing)
+    cfg = make_cfg()
+    with own_shm():
+        first = take(build_train_loader(cfg, rank=0, world_size=1), 2)
+        assert len(calls) == 2
+        reference = take(build_train_loader(cfg, rank=0, world_size=1), 2)
+    assert_same_batches(first, reference)
+
+    def always(*args, **kwargs):
+        calls.append(1)
+        raise FileExistsError(17, "File exists", "/000001_locals")
+
+    monkeypatch.setattr(streaming, "StreamingDataset", always)
+    calls.clear()
+    with own_shm(), pytest.raises(FileExistsError):
+        build_train_loader(cfg, rank=0, world_size=1)
+    assert len(calls) == 5

@@ -107,6 +107,29 @@ def _check_local_index(stream: StreamConfig, split: str | None) -> str:
     return path
 
 
+def _with_prefix_retries(build, attempts: int = 5):
+    """``build()``, retried when streaming's shared-memory prefix was taken at the same moment by another job.
+
+    Streaming picks the first free ``/dev/shm/<prefix>_*`` number and then creates it; two processes that start a
+    dataset at the same moment can pick the same number, and the slower one fails with FileExistsError (seen
+    with two test workers). A new attempt sees the other's registration and takes the next number. Only without
+    torch.distributed: there every rank of the node takes part in streaming's barriers, and a retry on one
+    rank alone would leave them out of step."""
+    import random
+    import time
+
+    import torch.distributed as tdist
+
+    for attempt in range(attempts):
+        try:
+            return build()
+        except FileExistsError:
+            if attempt == attempts - 1 or (tdist.is_available() and tdist.is_initialized()):
+                raise
+            time.sleep(random.uniform(0.05, 0.3))
+    raise AssertionError("unreachable")
+
+
 class ShardSource:
     """Documents of this rank, epoch after epoch (``finite=False``) or for one epoch.
 
@@ -148,13 +171,16 @@ class ShardSource:
         if ncn is None:
             ncn = self.layout.num_nodes * (64 if cfg.shuffle_algo in ("py1s", "py2s") else 1)
         self.num_canonical_nodes = ncn
-        try:
-            dataset = StreamingDataset(
+        def build():
+            return StreamingDataset(
                 streams=[_make_stream(s, cfg) for s in self.streams], epoch_size=cfg.epoch_size,
                 predownload=cfg.predownload or 8 * cfg.device_microbatch_size, cache_limit=cfg.cache_limit,
                 shuffle=cfg.shuffle, shuffle_algo=cfg.shuffle_algo, shuffle_seed=cfg.seed,
                 shuffle_block_size=cfg.shuffle_block_size, num_canonical_nodes=ncn, batch_size=1,
                 validate_hash=cfg.validate_hash)
+
+        try:
+            dataset = _with_prefix_retries(build)
         except (ValueError, TypeError) as err:
             labels = [s.label for s in self.streams]
             raise DataConfigError(f"data.streams {labels}: streaming rejected the sources: {err}") from err
