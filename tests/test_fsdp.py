@@ -75,13 +75,12 @@ def test_fsdp_checkpoint_resumes_bitwise_and_exports(reference_runs, smoke_workd
     work = tmp_path / state_dict_type
     opts = [f"fsdp={{state_dict_type: {state_dict_type}}}"]
     if state_dict_type == "sharded":
-        from modernbert_pretrain.checkpoints import batch_of as ckpt_io_batch
-        from modernbert_pretrain.checkpoints import list_checkpoints as checkpoints_of
+        from modernbert_pretrain.checkpoints import batch_of, list_checkpoints
         from modernbert_pretrain.train.rollback import rollback
 
         shutil.copytree(root / "fsdp", work, symlinks=True)
         (work / "m.jsonl").unlink()
-        (step40,) = [p for p in checkpoints_of(work / "checkpoints" / "smoke-phase1") if ckpt_io_batch(p) == 40]
+        (step40,) = [p for p in list_checkpoints(work / "checkpoints" / "smoke-phase1") if batch_of(p) == 40]
         rollback(work / "checkpoints" / "smoke-phase1", step40.name)
         first_resumed = 41
     else:

@@ -118,7 +118,7 @@ def settle_uncommitted(folder: str | Path) -> tuple[list[Path], Path | None]:
     a save and the update of `latest`) is moved aside, never deleted. Returns (removed, aside folder or None);
     resuming from `latest` would otherwise refuse to overwrite these files."""
     later = uncommitted(folder)
-    removed = [file for file in later if not _loads(file)]
+    removed = [file for file in later if not checkpoint_loads(file)]
     for file in removed:
         log.warning("removing %s: an incomplete checkpoint written after the last committed one (a save cut off "
                     "by a crash); it does not load", file)
@@ -189,9 +189,13 @@ def decode_run_info(saved: Any) -> Any:
     return saved
 
 
+def saved_run_info(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The run info a checkpoint holds, decoded; None when it has none."""
+    return decode_run_info((ckpt["state"].get("callbacks") or {}).get("RunInfo"))
+
+
 def run_info(ckpt: dict[str, Any]) -> dict[str, Any]:
-    callbacks = ckpt["state"].get("callbacks", {}) or {}
-    info = decode_run_info(callbacks.get("RunInfo"))
+    info = saved_run_info(ckpt)
     if not info or "model_config" not in info:
         raise CheckpointError(f"{ckpt.get('_path')} has no run info (model config); was it written by this "
                               "framework's train.py?")
@@ -274,7 +278,7 @@ def cumulative(info: dict[str, Any], step: int, tokens: int) -> dict[str, Any]:
 
 def prior_of_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a run that starts from this checkpoint of ours has seen before it: the checkpoint's totals."""
-    info = decode_run_info((ckpt["state"].get("callbacks") or {}).get("RunInfo"))
+    info = saved_run_info(ckpt)
     if not info:
         return unknown_prior(ckpt.get("_path"))
     totals = cumulative(info, *_clock(ckpt["state"]))
@@ -354,7 +358,7 @@ def load_weights(model: ModernBertForMaskedLM, ckpt: dict[str, Any], field: str 
     try:
         load_into(model, state)
     except (ValueError, RuntimeError) as err:
-        saved = (decode_run_info((ckpt["state"].get("callbacks") or {}).get("RunInfo")) or {}).get("model_config") or {}
+        saved = (saved_run_info(ckpt) or {}).get("model_config") or {}
         ours = model.config.to_dict()
         changed = [f"{k}: {saved[k]!r} there, {ours.get(k)!r} here" for k in SHAPE_KEYS
                    if k in saved and saved[k] != ours.get(k)]
@@ -458,10 +462,6 @@ def _remove(path: Path) -> None:
 
 def checkpoint_loads(path: Path) -> bool:
     """Whether a checkpoint file loads, or a sharded checkpoint's metadata reads."""
-    return _loads(path)
-
-
-def _loads(path: Path) -> bool:
     try:
         if is_sharded(path):
             # The metadata is written last, after every rank's shard (torch.distributed.checkpoint's
@@ -499,7 +499,7 @@ def repair_latest(folder: str | Path) -> Path | None:
     latest = p / LATEST
     if latest.is_symlink() and latest.exists():
         target = latest.resolve()
-        if _loads(target):
+        if checkpoint_loads(target):
             settle_uncommitted(p)
             return target
         aside = target.with_name(target.name + ".corrupt")
@@ -508,7 +508,7 @@ def repair_latest(folder: str | Path) -> Path | None:
                     "back to the newest checkpoint that loads", target, aside.name)
     chosen = None
     for file in reversed(list_checkpoints(p)):
-        if _loads(file):
+        if checkpoint_loads(file):
             chosen = file
             break
         log.warning("removing %s: not a complete checkpoint (crash during a save?)", file)

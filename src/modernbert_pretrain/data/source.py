@@ -120,14 +120,14 @@ def _with_prefix_retries(build, attempts: int = 5):
 
     import torch.distributed as tdist
 
-    for attempt in range(attempts):
+    for _ in range(attempts - 1):
         try:
             return build()
         except FileExistsError:
-            if attempt == attempts - 1 or (tdist.is_available() and tdist.is_initialized()):
+            if tdist.is_available() and tdist.is_initialized():
                 raise
             time.sleep(random.uniform(0.05, 0.3))
-    raise AssertionError("unreachable")
+    return build()
 
 
 class ShardSource:

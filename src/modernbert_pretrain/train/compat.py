@@ -174,7 +174,7 @@ def cheap_cpu_model() -> None:
     string; 'CPU' when unknown)."""
     from composer.utils import collect_env
 
-    if getattr(collect_env.get_cpu_model, "_cheap", False):
+    if collect_env.get_cpu_model is _cpu_model_name:
         return
     _cpu_model_name.upstream = collect_env.get_cpu_model
     collect_env.get_cpu_model = _cpu_model_name
@@ -193,7 +193,6 @@ def _cpu_model_name() -> str:
     return platform.processor() or "CPU"
 
 
-_cpu_model_name._cheap = True
 _cpu_model_name.upstream = None
 """The function it replaced, once it has (tests/test_compat.py pins that one's behaviour)."""
 

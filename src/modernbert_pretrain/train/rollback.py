@@ -41,13 +41,14 @@ def _target(folder: Path, checkpoint: str) -> Path:
         names = ", ".join(p.name for p in ckpt_io.list_checkpoints(folder)) or "none"
         raise ckpt_io.CheckpointError(f"{checkpoint} is not a checkpoint of {folder} (its checkpoints: {names}); "
                                       "name one of them")
-    if ckpt_io.is_sharded(path.resolve()):  # an FSDP sharded folder: complete once its metadata reads
-        if not ckpt_io.checkpoint_loads(path.resolve()):
+    path = path.resolve()
+    if ckpt_io.is_sharded(path):  # an FSDP sharded folder: complete once its metadata reads
+        if not ckpt_io.checkpoint_loads(path):
             raise ckpt_io.CheckpointError(f"{checkpoint} is a sharded checkpoint whose .metadata does not read (a "
                                           "save that did not finish); name another checkpoint")
     else:
         ckpt_io.load_checkpoint(path, mmap=True)  # refuses a file that does not load, naming it
-    return path.resolve()
+    return path
 
 
 def rollback(folder: str | Path, checkpoint: str, data_seed: int | None = None) -> tuple[Path, Path | None]:
