@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 from modernbert_pretrain.data import RankLayout, ShardSource, tokenizer_info
 from tests.data_fixtures import make_cfg, own_shm, small_data
@@ -17,6 +18,15 @@ _OTHER_JOB = textwrap.dedent("""\
     print(ds._shm_prefix_int, flush=True)
     sys.stdin.read()  # hold the blocks until the test closes stdin
     print(int(ds[0]["input_ids"].size > 0), flush=True)
+""")
+
+
+_LOCK_HOLDER = textwrap.dedent("""\
+    import sys
+    from filelock import FileLock
+    with FileLock(sys.argv[1]):
+        print("held", flush=True)
+        sys.stdin.read()  # until the test closes stdin
 """)
 
 
@@ -45,3 +55,36 @@ def test_fixture_cleanup_spares_another_process_streaming_job():
         if other.poll() is None:
             other.kill()
             other.wait()
+
+
+def test_a_dataset_waits_while_another_job_registers_a_prefix(tmp_path, monkeypatch):
+    """A node's leader builds its dataset only while it holds the prefix lock (not the machine's real one here:
+    other test workers keep theirs); a non-leader rank does not take it."""
+    from modernbert_pretrain.data import shm
+
+    lock = tmp_path / "prefix.lock"
+    monkeypatch.setattr(shm, "registration_lock_path", lambda: str(lock))
+    cfg = make_cfg()
+    vocab = tokenizer_info(cfg.tokenizer).vocab_size
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(lock)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    built = []
+    leader = threading.Thread(target=lambda: built.append(ShardSource(cfg, layout=RankLayout(0, 1, 1),
+                                                                      vocab_size=vocab)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with own_shm():
+            with shm.registering(local_leader=False):  # a non-leader rank: enters while the lock is held
+                pass
+            leader.start()
+            leader.join(timeout=2.0)
+            assert leader.is_alive() and not built  # waiting for the other job
+            holder.communicate("", timeout=60)
+            leader.join(timeout=120)
+            assert not leader.is_alive() and len(built) == 1
+            assert _blocks(built[0].shm_prefix)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        leader.join(timeout=120)

@@ -8,16 +8,24 @@ training run on the same machine. Here a process releases only the blocks its ow
 Each streaming ``SharedMemory`` registers an ``atexit`` handler that unlinks its block by name at
 exit. After the name is released it may be reused by another job, so releasing also drops that
 handler: a later exit must not unlink someone else's block.
+
+Each rank of a node also picks the prefix on its own, before the node's leader creates it: a job that
+registers a prefix between those two looks moves some ranks to another number, and the node's ranks
+then fail or fall out of step in streaming's barriers (seen as "Connection closed by peer" in a two-rank
+test next to another test worker). `registering` makes that window exclusive among our jobs.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from modernbert_pretrain.data.streaming_adapter import release_block, shared_memory_of, shm_prefix
 
-__all__ = ["release_shared_memory", "release_tracked", "shared_memory_of", "track", "tracked_count"]
+__all__ = ["registering", "release_shared_memory", "release_tracked", "shared_memory_of", "track", "tracked_count"]
 
 _TRACKED: list[tuple[int, int, list[Any]]] = []
 """(pid, prefix, SharedMemory objects) of each dataset built by this process (and inherited ones)."""
@@ -58,3 +66,35 @@ def release_tracked(since: int = 0) -> list[int]:
             blocks.clear()
             released.append(prefix)
     return released
+
+
+def registration_lock_path() -> str:
+    """The machine's lock for picking a prefix: next to the blocks themselves where /dev/shm exists (a container
+    or a pretend node with a private /dev/shm gets its own lock with it)."""
+    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return os.path.join(folder, "modernbert_pretrain.prefix.lock")
+
+
+@contextmanager
+def registering(local_leader: bool) -> Iterator[None]:
+    """Hold the machine's prefix lock while this node's ranks build a StreamingDataset (every rank enters).
+
+    The node's leader takes the lock; under torch.distributed every rank then waits at a barrier until it has
+    it, and the leader keeps it until every rank is through, so no other job of ours registers a prefix while
+    any of this node's ranks is choosing one. The lock is an flock: a killed holder releases it."""
+    import torch.distributed as tdist
+    from filelock import FileLock
+
+    distributed = tdist.is_available() and tdist.is_initialized()
+    lock = FileLock(registration_lock_path(), mode=0o666) if local_leader else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if distributed:
+            tdist.barrier()
+        yield
+        if distributed:
+            tdist.barrier()
+    finally:
+        if lock is not None:
+            lock.release()

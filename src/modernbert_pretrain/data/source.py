@@ -29,8 +29,8 @@ from modernbert_pretrain.data.shards import (
     shard_file_path,
     token_column_problem,
 )
+from modernbert_pretrain.data.shm import registering, track
 from modernbert_pretrain.data.shm import release_shared_memory as release_blocks
-from modernbert_pretrain.data.shm import track
 from modernbert_pretrain.data.streaming_adapter import (
     check_version,
     epoch_sample_ids,
@@ -108,13 +108,11 @@ def _check_local_index(stream: StreamConfig, split: str | None) -> str:
 
 
 def _with_prefix_retries(build, attempts: int = 5):
-    """``build()``, retried when streaming's shared-memory prefix was taken at the same moment by another job.
-
-    Streaming picks the first free ``/dev/shm/<prefix>_*`` number and then creates it; two processes that start a
-    dataset at the same moment can pick the same number, and the slower one fails with FileExistsError (seen
-    with two test workers). A new attempt sees the other's registration and takes the next number. Only without
-    torch.distributed: there every rank of the node takes part in streaming's barriers, and a retry on one
-    rank alone would leave them out of step."""
+    """``build()``, retried when streaming's shared-memory prefix was taken at the same moment by a job that does
+    not hold our prefix lock (data/shm.py, `registering`): streaming picks the first free ``/dev/shm/<prefix>_*``
+    number and then creates it, and the slower of two such processes fails with FileExistsError. A new attempt
+    sees the other's registration and takes the next number. Only without torch.distributed: there every rank of
+    the node takes part in streaming's barriers, and a retry on one rank alone would leave them out of step."""
     import random
     import time
 
@@ -180,7 +178,8 @@ class ShardSource:
                 validate_hash=cfg.validate_hash)
 
         try:
-            dataset = _with_prefix_retries(build)
+            with registering(local_leader=self.layout.rank % self.layout.ranks_per_node == 0):
+                dataset = _with_prefix_retries(build)
         except (ValueError, TypeError) as err:
             labels = [s.label for s in self.streams]
             raise DataConfigError(f"data.streams {labels}: streaming rejected the sources: {err}") from err
