@@ -14,6 +14,7 @@ from .attention import doc_layout, prepare_backend, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
 from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
+from .loss import masked_lm_loss
 
 
 def _never_compiled(fn):
@@ -41,18 +42,21 @@ class MaskedLMOutput:
     loss: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     num_masked: int | None = None
+    predictions: torch.Tensor | None = None
+    """With labels: the top-1 token of each masked position (masked_tokens,), the first maximum of its logits."""
 
     def __getitem__(self, key: str):
         return getattr(self, key)
 
 
 def _flatten_output(out: MaskedLMOutput):
-    return [out.logits, out.loss, out.last_hidden_state], out.num_masked
+    return [out.logits, out.loss, out.last_hidden_state, out.predictions], out.num_masked
 
 
 def _unflatten_output(values, num_masked) -> MaskedLMOutput:
-    logits, loss, hidden = values
-    return MaskedLMOutput(logits=logits, loss=loss, last_hidden_state=hidden, num_masked=num_masked)
+    logits, loss, hidden, predictions = values
+    return MaskedLMOutput(logits=logits, loss=loss, last_hidden_state=hidden, num_masked=num_masked,
+                          predictions=predictions)
 
 
 # FSDP2 finds the tensors of a module's output with torch's pytree functions and hooks their backward: that
@@ -240,12 +244,8 @@ class ModernBertForMaskedLM(nn.Module):
         # Sparse prediction: the head and decoder only see positions with a label.
         selected = torch.nonzero(labels != IGNORE_INDEX, as_tuple=False).flatten()
         logits = self.decoder(self.head(hidden[selected]))  # (masked_tokens, vocab)
-        target = labels[selected]
-        if selected.numel() == 0:
-            loss = logits.sum() * 0.0
-        else:
-            loss = F.cross_entropy(logits.float(), target)
-        return MaskedLMOutput(logits=logits, loss=loss, num_masked=int(selected.numel()),
+        loss, predictions = masked_lm_loss(logits, labels[selected])
+        return MaskedLMOutput(logits=logits, loss=loss, num_masked=int(selected.numel()), predictions=predictions,
                               last_hidden_state=hidden if return_hidden else None)
 
     def _validate(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> None:
