@@ -93,7 +93,10 @@ def test_cli_dry_run_prints_json_last(tmp_path):
 
 
 def test_real_run_refuses_a_missing_path(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), str(ROOT / "yamls/smoke/phase2.yaml"),
-                          f"workdir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "train.py"),
+                          str(ROOT / "yamls/smoke/phase2.yaml"), f"workdir={tmp_path}"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "cannot start" in out.stderr and "does not exist" in out.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" in imported and "composer" not in imported  # refused before the trainer's imports

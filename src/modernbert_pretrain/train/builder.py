@@ -219,7 +219,8 @@ def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_c
 def build_trainer(cfg: TrainConfig, raw_config: dict | None = None) -> Trainer:
     """Global rank 0 locks the save folder before it repairs or writes anything there; the lock is released
     when the trainer closes (or the process exits)."""
-    from .runlock import ReleaseRunLock, RunLock
+    from .callbacks import ReleaseRunLock
+    from .runlock import RunLock
 
     check_composer_version()
     cfg.check_world_size(dist.get_world_size())

@@ -212,3 +212,12 @@ class MetricsFile(Callback):
         mean over every masked token of the global batch. `state.loss` is only the last microbatch's."""
         return float(state.total_loss_dict["loss/train/total"])
 
+
+class ReleaseRunLock(Callback):
+    """Releases the run's lock (train/runlock.py) when the trainer closes."""
+
+    def __init__(self, lock) -> None:
+        self.lock = lock
+
+    def close(self, state, logger) -> None:
+        self.lock.release()

@@ -71,15 +71,21 @@ def dry_run(args) -> int:
 
 
 def run(args) -> int:
-    from composer.utils import dist
-
-    from .builder import build_trainer
+    from .preflight import check_paths
 
     raw, cfg = load(args.config, args.overrides)
     done = completed(cfg)
     if done is not None:
         print(done, file=sys.stderr)
         return 0
+    # The refusals that need no Composer come before importing it (4-5 s of a rank's start on a 2-core CPU), so
+    # a config key, world size or path error is reported in about 2 s; build_trainer checks again under the lock.
+    cfg.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
+    check_paths(cfg, strict=True)
+
+    from composer.utils import dist
+
+    from .builder import build_trainer
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))
@@ -177,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def refusals() -> tuple[type[BaseException], ...]:
     """Our error classes: each message names the file or key and the fix, so the user gets it alone."""
+    # none of these imports Composer: a refusal before the trainer's imports stays fast
     from ..checkpoints import CheckpointError
     from ..data import errors as data_errors
     from ..data.streaming_adapter import StreamingVersionError
+    from ..diskspace import NoSpaceLeft
     from ..export import ExportError
-    from .faults import NoSpaceLeft
     from .runlock import RunLocked
 
     return (ConfigError, CheckpointError, ExportError, RunLocked, NoSpaceLeft, data_errors.InputDataError,

@@ -23,8 +23,6 @@ import socket
 import time
 from pathlib import Path
 
-from composer.core import Callback
-
 from ..schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -152,14 +150,3 @@ class RunLock:
     @property
     def held(self) -> bool:
         return self._fd is not None or self._exclusive_file
-
-
-
-class ReleaseRunLock(Callback):
-    """Releases the run's lock when the trainer closes."""
-
-    def __init__(self, lock: RunLock) -> None:
-        self.lock = lock
-
-    def close(self, state, logger) -> None:
-        self.lock.release()
