@@ -14,7 +14,6 @@ from .. import checkpoints as ckpt_io
 from ..config import TrainConfig
 from ..constants import IGNORE_INDEX
 from ..model import ModernBertForMaskedLM
-from ..model.attention import BACKENDS
 from ..schema import ConfigError
 from .callbacks import HFExport, MetricsFile, RunInfo, TrainMetrics
 from .compat import RngResume, cheap_cpu_model, check_composer_version, per_node_signal_files
@@ -22,7 +21,7 @@ from .composer_model import ComposerMLM
 from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
-from .preflight import check_paths, check_save_folder, checkpoint_bytes
+from .preflight import check_compile, check_paths, check_save_folder, checkpoint_bytes, run_precision
 from .rollback import allowed_data_seed, announce_pending
 from .schedule import TokenSchedule
 
@@ -162,7 +161,7 @@ def _prepare_model(model: ModernBertForMaskedLM, cfg: TrainConfig, on_gpu: bool)
     so that no backend choice is traced inside the compiled forward; return whether to compile. On GPU the
     per-step input checks are skipped: the loader only emits valid ids and boundaries, and each is a host sync."""
     device = torch.device("cuda" if on_gpu else "cpu")
-    dtype = torch.bfloat16 if _precision(cfg, on_gpu) == "amp_bf16" else torch.float32
+    dtype = torch.bfloat16 if run_precision(cfg, on_gpu) == "amp_bf16" else torch.float32
     try:
         name = model.model.resolve_attn_backend(device, dtype)
     except (RuntimeError, ValueError) as err:
@@ -171,21 +170,8 @@ def _prepare_model(model: ModernBertForMaskedLM, cfg: TrainConfig, on_gpu: bool)
     if on_gpu:
         model.config.validate_inputs = False
     compile_model = cfg.compile == "on" or (cfg.compile == "auto" and on_gpu)
-    if compile_model and device.type not in BACKENDS[name].compile_devices:
-        raise ConfigError(f"compile: on with attention backend {name!r} on {device.type}: torch.compile can train it "
-                          f"only on {'/'.join(BACKENDS[name].compile_devices)}; set compile: off, or "
-                          "model.attn_backend: sdpa")
+    check_compile(name, device, compile_model)
     return compile_model
-
-
-def _precision(cfg: TrainConfig, on_gpu: bool) -> str:
-    """Composer applies bf16 autocast on GPU only: on CPU it refuses amp_bf16, so we refuse it first, in one line."""
-    if cfg.precision == "auto":
-        return "amp_bf16" if on_gpu else "fp32"
-    if cfg.precision == "amp_bf16" and not on_gpu:
-        raise ConfigError("precision: amp_bf16 needs a GPU (Composer applies no bf16 autocast on CPU); use "
-                          "precision: auto or fp32 on CPU")
-    return cfg.precision
 
 
 def _callbacks_and_loggers(cfg: TrainConfig, model: ModernBertForMaskedLM, raw_config: dict | None,
@@ -239,7 +225,7 @@ def _build_trainer(cfg: TrainConfig, raw_config: dict | None, extra_callbacks: l
     per_node_signal_files()
     cheap_cpu_model()
     on_gpu = torch.cuda.is_available()
-    precision = _precision(cfg, on_gpu)  # refused before any work
+    precision = run_precision(cfg, on_gpu)  # refused before any work
     rank, world_size = dist.get_global_rank(), dist.get_world_size()
     reproducibility.seed_all(cfg.seed)
     if cfg.autoresume and rank == 0:

@@ -71,7 +71,7 @@ def dry_run(args) -> int:
 
 
 def run(args) -> int:
-    from .preflight import check_paths
+    from .preflight import check_device, check_paths
 
     raw, cfg = load(args.config, args.overrides)
     done = completed(cfg)
@@ -79,9 +79,11 @@ def run(args) -> int:
         print(done, file=sys.stderr)
         return 0
     # The refusals that need no Composer come before importing it (4-5 s of a rank's start on a 2-core CPU), so
-    # a config key, world size or path error is reported in about 2 s; build_trainer checks again under the lock.
+    # a config key, world size, path, precision or backend error is reported in about 2 s; build_trainer checks
+    # again under the lock.
     cfg.check_world_size(int(os.environ.get("WORLD_SIZE", "1")))
     check_paths(cfg, strict=True)
+    check_device(cfg)
 
     from composer.utils import dist
 

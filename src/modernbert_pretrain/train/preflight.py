@@ -10,6 +10,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data.fingerprint import preflight_tokenizer_check
+from ..model.attention import BACKENDS, resolve_backend
 from ..schema import ConfigError
 
 
@@ -78,3 +79,37 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return int(params * 4 * 3 * 1.1)
 
 
+
+
+
+def run_precision(cfg: TrainConfig, on_gpu: bool) -> str:
+    """Composer applies bf16 autocast on GPU only: on CPU it refuses amp_bf16, so we refuse it first, in one line."""
+    if cfg.precision == "auto":
+        return "amp_bf16" if on_gpu else "fp32"
+    if cfg.precision == "amp_bf16" and not on_gpu:
+        raise ConfigError("precision: amp_bf16 needs a GPU (Composer applies no bf16 autocast on CPU); use "
+                          "precision: auto or fp32 on CPU")
+    return cfg.precision
+
+
+def check_compile(backend: str, device: torch.device, compile_model: bool) -> None:
+    if compile_model and device.type not in BACKENDS[backend].compile_devices:
+        raise ConfigError(f"compile: on with attention backend {backend!r} on {device.type}: torch.compile can "
+                          f"train it only on {'/'.join(BACKENDS[backend].compile_devices)}; set compile: off, or "
+                          "model.attn_backend: sdpa")
+
+
+def check_device(cfg: TrainConfig) -> None:
+    """The precision and an explicitly named attention backend (with compile) against this machine, before the
+    trainer's imports; `auto` is resolved by the builder, which needs the model."""
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    dtype = torch.bfloat16 if run_precision(cfg, on_gpu) == "amp_bf16" else torch.float32
+    name = cfg.model_config().attn_backend
+    if name == "auto":
+        return
+    try:  # an explicit name is only checked for availability here
+        resolve_backend(name, device=device, dtype=dtype, needs_window=False, needs_dropout=False)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"model.attn_backend: {err}") from err
+    check_compile(name, device, cfg.compile == "on" or (cfg.compile == "auto" and on_gpu))
