@@ -197,9 +197,13 @@ def _writer(out, **kwargs):
     return MDSWriter(out=out, columns={"ids": "ndarray:uint16"}, size_limit=1 << 10, **kwargs)
 
 
+def _write_one(writer, i: int) -> None:
+    writer.write({"ids": np.full(100, i, dtype=np.uint16)})
+
+
 def _write(writer, samples: int) -> None:
     for i in range(samples):
-        writer.write({"ids": np.full(100, i, dtype=np.uint16)})
+        _write_one(writer, i)
 
 
 def test_a_writer_exposes_its_staging_folder_and_finished_shards(tmp_path):
@@ -227,7 +231,12 @@ def test_a_failed_upload_is_reported_by_the_writer(tmp_path):
     remote = tmp_path / "remote"
     writer = _writer((str(tmp_path / "staging"), str(remote)), retry=1)
     shutil.rmtree(remote)  # every upload now fails: its folder is gone
-    _write(writer, 6)  # ~200 bytes a sample: one 1 KiB shard flushed (a write after the failure would raise)
+    # ~200 bytes a sample: write until the first 1 KiB shard is flushed, and not one sample more: a write after
+    # the upload thread failed would raise here, and how soon it fails depends on the machine's load
+    for i in range(10):
+        _write_one(writer, i)
+        if adapter.writer_shard_count(writer):
+            break
     assert adapter.writer_shard_count(writer) == 1
     deadline = time.monotonic() + 30
     while not adapter.writer_upload_failed(writer) and time.monotonic() < deadline:
