@@ -21,7 +21,15 @@ from .composer_model import ComposerMLM
 from .faults import NonFiniteGuard, Preemption, SaveSpaceGuard
 from .loggers import wandb_logger
 from .optim import apply_phase_hyperparameters, build_optimizer
-from .preflight import check_compile, check_paths, check_save_folder, checkpoint_bytes, run_precision
+from .preflight import (
+    check_compile,
+    check_paths,
+    check_save_folder,
+    checkpoint_bytes,
+    compute_dtype,
+    run_precision,
+    wants_compile,
+)
 from .rollback import allowed_data_seed, announce_pending
 from .schedule import TokenSchedule
 
@@ -161,15 +169,14 @@ def _prepare_model(model: ModernBertForMaskedLM, cfg: TrainConfig, on_gpu: bool)
     so that no backend choice is traced inside the compiled forward; return whether to compile. On GPU the
     per-step input checks are skipped: the loader only emits valid ids and boundaries, and each is a host sync."""
     device = torch.device("cuda" if on_gpu else "cpu")
-    dtype = torch.bfloat16 if run_precision(cfg, on_gpu) == "amp_bf16" else torch.float32
     try:
-        name = model.model.resolve_attn_backend(device, dtype)
+        name = model.model.resolve_attn_backend(device, compute_dtype(cfg, on_gpu))
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"model.attn_backend: {err}") from err
     log.info("attention backend: %s", name)
     if on_gpu:
         model.config.validate_inputs = False
-    compile_model = cfg.compile == "on" or (cfg.compile == "auto" and on_gpu)
+    compile_model = wants_compile(cfg, on_gpu)
     check_compile(name, device, compile_model)
     return compile_model
 

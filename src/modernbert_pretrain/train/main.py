@@ -88,6 +88,7 @@ def run(args) -> int:
     from composer.utils import dist
 
     from .builder import build_trainer
+
     if dist.get_global_rank() == 0:
         log.info("git sha: %s", git_sha())
         log.info("resolved config:\n%s", json.dumps(raw, indent=2, default=str))

@@ -79,9 +79,6 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return int(params * 4 * 3 * 1.1)
 
 
-
-
-
 def run_precision(cfg: TrainConfig, on_gpu: bool) -> str:
     """Composer applies bf16 autocast on GPU only: on CPU it refuses amp_bf16, so we refuse it first, in one line."""
     if cfg.precision == "auto":
@@ -90,6 +87,16 @@ def run_precision(cfg: TrainConfig, on_gpu: bool) -> str:
         raise ConfigError("precision: amp_bf16 needs a GPU (Composer applies no bf16 autocast on CPU); use "
                           "precision: auto or fp32 on CPU")
     return cfg.precision
+
+
+def compute_dtype(cfg: TrainConfig, on_gpu: bool) -> torch.dtype:
+    """The dtype the model computes in under the run's precision (bf16 autocast or fp32)."""
+    return torch.bfloat16 if run_precision(cfg, on_gpu) == "amp_bf16" else torch.float32
+
+
+def wants_compile(cfg: TrainConfig, on_gpu: bool) -> bool:
+    """`compile: on`, or `auto` on GPU."""
+    return cfg.compile == "on" or (cfg.compile == "auto" and on_gpu)
 
 
 def check_compile(backend: str, device: torch.device, compile_model: bool) -> None:
@@ -104,7 +111,7 @@ def check_device(cfg: TrainConfig) -> None:
     trainer's imports; `auto` is resolved by the builder, which needs the model."""
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
-    dtype = torch.bfloat16 if run_precision(cfg, on_gpu) == "amp_bf16" else torch.float32
+    dtype = compute_dtype(cfg, on_gpu)
     name = cfg.model_config().attn_backend
     if name == "auto":
         return
@@ -112,4 +119,4 @@ def check_device(cfg: TrainConfig) -> None:
         resolve_backend(name, device=device, dtype=dtype, needs_window=False, needs_dropout=False)
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"model.attn_backend: {err}") from err
-    check_compile(name, device, cfg.compile == "on" or (cfg.compile == "auto" and on_gpu))
+    check_compile(name, device, wants_compile(cfg, on_gpu))
