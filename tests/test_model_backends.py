@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from modernbert_pretrain.model.attention import BACKENDS, available_backends, resolve_backend, sdpa_attention
+from modernbert_pretrain.model.attention import (
+    BACKENDS,
+    available_backends,
+    resolve_backend,
+    sdpa_attention,
+    sdpa_layout,
+)
 
 
 def _naive(q, k, v, cu, window):
@@ -43,6 +49,26 @@ def test_sdpa_gradients_are_finite_with_short_documents():
         t.requires_grad_(True)
     sdpa_attention(q, k, v, cu, m, (4, 4)).sum().backward()
     assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize("window", [(-1, -1), (3, 3)])
+def test_sdpa_packs_short_documents_into_shared_rows(window):
+    lengths = (5,) * 20 + (40, 3, 17, 1, 39)
+    q, k, v, cu, m = _inputs(lengths=lengths)
+    layout = sdpa_layout(cu, q.shape[0], m, window)
+    # Greedy, in order, at most max_seqlen (40) tokens a row: 8 x 5 | 8 x 5 | 4 x 5 | 40 | 3, 17, 1 | 39
+    assert (layout.rows, layout.width) == (6, 40)  # one padded row per document: 25
+    assert layout.slots.unique().numel() == q.shape[0]  # every token has its own slot
+    inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    reference = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = sdpa_attention(*inputs, cu, m, window, layout=layout)
+    want = _naive(*reference, cu, window)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(want)
+    (out * weights).sum().backward()
+    (want * weights).sum().backward()
+    for got, expected in zip(inputs, reference):
+        torch.testing.assert_close(got.grad, expected.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_auto_on_cpu_is_sdpa():

@@ -46,32 +46,78 @@ def doc_layout(cu_seqlens: torch.Tensor, total: int) -> tuple[torch.Tensor, torc
     return doc, pos
 
 
-def sdpa_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0):
-    """Reference path, CPU training included: pads each document to max_seqlen and calls SDPA."""
-    total, heads, head_dim = q.shape
-    n_docs = cu_seqlens.numel() - 1
+@dataclass(frozen=True)
+class SdpaLayout:
+    """Where each token sits in padded rows of `width` (= max_seqlen) slots, for one SDPA call per layer.
+
+    On CPU, outside compilation, consecutive documents share a row, greedily and in order, while they fit, so
+    that a row is usually one packed sequence of the batch: attention costs (rows, width, width) instead of
+    one padded row per document, and a block-diagonal mask keeps documents apart. Elsewhere each document gets
+    its own row (no host sync, no data-dependent shapes under torch.compile)."""
+
+    slots: torch.Tensor
+    """(total_tokens,) int64: each token's slot in the flat (rows * width) layout."""
+    rows: int
+    width: int
+    allowed: torch.Tensor
+    """(rows, 1, width, width) bool: same document (padding counts as one) and inside the window."""
+
+
+def _shared_row_starts(lengths: list[int], width: int) -> tuple[list[int], int]:
+    """First slot of each document when documents fill rows of `width` in order; and the number of rows."""
+    starts, row, fill = [], 0, 0
+    for n in lengths:
+        if fill and fill + n > width:
+            row, fill = row + 1, 0
+        starts.append(row * width + fill)
+        fill += n
+    return starts, row + 1 if lengths else 0
+
+
+def sdpa_layout(cu_seqlens: torch.Tensor, total: int, max_seqlen: int, window: Window) -> SdpaLayout:
+    """The per-batch layout for `sdpa_attention`, built once per forward and window kind."""
+    device = cu_seqlens.device
+    width = max(int(max_seqlen), 1)
     doc, pos = doc_layout(cu_seqlens, total)
-    # (docs, heads, max_seqlen, head_dim), zeros where a document is shorter
-    padded = q.new_zeros(3, n_docs, max_seqlen, heads, head_dim)
-    padded[:, doc, pos] = torch.stack((q, k, v))
-    qp, kp, vp = padded.transpose(2, 3).unbind(0)
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    idx = torch.arange(max_seqlen, device=q.device)
-    allowed = (idx[None, None, :] < lengths[:, None, None])  # (docs, 1, max_seqlen) valid keys
+    n_docs = cu_seqlens.numel() - 1
+    if device.type == "cpu" and not torch.compiler.is_compiling():
+        starts, rows = _shared_row_starts((cu_seqlens[1:] - cu_seqlens[:-1]).tolist(), width)
+        doc_start = torch.tensor(starts, dtype=torch.long, device=device)
+    else:
+        doc_start, rows = torch.arange(n_docs, device=device) * width, n_docs
+    slots = doc_start[doc] + pos  # (total_tokens,)
+    slot_doc = torch.full((rows * width,), -1, dtype=torch.long, device=device)
+    slot_doc[slots] = doc
+    slot_doc = slot_doc.view(rows, width)
+    allowed = slot_doc[:, :, None] == slot_doc[:, None, :]  # (rows, width, width); padding only sees padding
     left, right = window
     if left >= 0 or right >= 0:
-        rel = idx[None, :] - idx[:, None]  # key - query
+        idx = torch.arange(width, device=device)
+        rel = idx[None, :] - idx[:, None]  # key - query; inside a row it is the distance within the document
         band = torch.ones_like(rel, dtype=torch.bool)
         if left >= 0:
             band &= rel >= -left
         if right >= 0:
             band &= rel <= right
         allowed = allowed & band[None]
-    # Padding query rows keep their diagonal so that no row is fully masked (that gives NaN in backward).
-    allowed = allowed | torch.eye(max_seqlen, dtype=torch.bool, device=q.device)[None]
-    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=allowed[:, None], dropout_p=dropout_p)
-    # (docs, heads, max_seqlen, head_dim) -> (total_tokens, heads, head_dim)
-    return out.transpose(1, 2)[doc, pos]
+    return SdpaLayout(slots=slots, rows=rows, width=width, allowed=allowed[:, None])
+
+
+def sdpa_attention(q, k, v, cu_seqlens, max_seqlen, window: Window, dropout_p: float = 0.0,
+                   layout: SdpaLayout | None = None):
+    """Reference path, CPU training included: packs documents into padded rows (sdpa_layout) and calls SDPA.
+    `layout` comes from the model once per forward; built here when absent."""
+    total, heads, head_dim = q.shape
+    if layout is None:
+        layout = sdpa_layout(cu_seqlens, total, max_seqlen, window)
+    # (total, 3, heads, dim) -> (rows * width, 3, heads, dim), zeros in the unused slots
+    qkv = torch.stack((q, k, v), 1)
+    padded = qkv.new_zeros(layout.rows * layout.width, 3, heads, head_dim).index_copy(0, layout.slots, qkv)
+    # -> 3 x (rows, heads, width, dim)
+    qp, kp, vp = padded.view(layout.rows, layout.width, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=layout.allowed, dropout_p=dropout_p)
+    # (rows, heads, width, dim) -> (total_tokens, heads, head_dim)
+    return out.transpose(1, 2).reshape(-1, heads, head_dim).index_select(0, layout.slots)
 
 
 # ------------------------------------------------------------------------------ flash_attn
@@ -242,7 +288,7 @@ register_backend(AttentionBackend(
     auto_priority=10, prepare=flex_block_mask))
 register_backend(AttentionBackend(
     name="sdpa", fn=sdpa_attention, supports_dropout=True, auto_priority=0, devices=("cpu", "cuda"),
-    compile_devices=("cpu", "cuda")))
+    compile_devices=("cpu", "cuda"), prepare=sdpa_layout))
 
 
 def backend_choices() -> tuple[str, ...]:
