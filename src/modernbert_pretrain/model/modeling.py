@@ -14,7 +14,7 @@ from .attention import doc_layout, prepare_backend, resolve_backend
 from .config import ModernBertConfig
 from .init import initialize_weights
 from .layers import ModernBertEmbeddings, ModernBertEncoderLayer, ModernBertPredictionHead
-from .loss import masked_lm_loss
+from .loss import decoder_masked_lm_loss
 
 
 def _never_compiled(fn):
@@ -35,10 +35,11 @@ def _never_compiled(fn):
 @dataclass
 class MaskedLMOutput:
     """`logits` is (batch, seq, vocab) for padded input, (total_tokens, vocab) for unpadded input, and
-    (masked_tokens, vocab) when labels are given (sparse prediction). `loss` is the mean cross-entropy
-    over positions whose label is not IGNORE_INDEX."""
+    (masked_tokens, vocab) when labels are given (sparse prediction); None when the caller passed
+    `return_logits=False` and CPU training ran the decoder fused with the loss (model/loss.py). `loss` is the mean cross-entropy over positions
+    whose label is not IGNORE_INDEX; `predictions` is each masked position's top-1 token."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
     num_masked: int | None = None
@@ -197,7 +198,10 @@ class ModernBertForMaskedLM(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int | None = None,
         return_hidden: bool = False,
+        return_logits: bool = True,
     ) -> MaskedLMOutput:
+        """`return_logits=False` (with labels): the caller needs only loss and predictions, so CPU training may
+        run the decoder fused with the loss and never write the masked rows' logits (`logits` is then None)."""
         padded_shape = None
         indices = None
         if input_ids.dim() == 2:
@@ -232,9 +236,9 @@ class ModernBertForMaskedLM(nn.Module):
             self._validate(input_ids, cu_seqlens, max_seqlen)
 
         hidden = self.model(input_ids, cu_seqlens, max_seqlen)  # (total_tokens, hidden)
-        return self._head_and_loss(hidden, labels, padded_shape, indices, return_hidden)
+        return self._head_and_loss(hidden, labels, padded_shape, indices, return_hidden, return_logits)
 
-    def _head_and_loss(self, hidden, labels, padded_shape, indices, return_hidden) -> MaskedLMOutput:
+    def _head_and_loss(self, hidden, labels, padded_shape, indices, return_hidden, return_logits) -> MaskedLMOutput:
         if labels is None:
             logits = self.decoder(self.head(hidden))  # (total_tokens, vocab)
             if padded_shape is not None:
@@ -243,8 +247,9 @@ class ModernBertForMaskedLM(nn.Module):
             return MaskedLMOutput(logits=logits, last_hidden_state=kept if return_hidden else None)
         # Sparse prediction: the head and decoder only see positions with a label.
         selected = torch.nonzero(labels != IGNORE_INDEX, as_tuple=False).flatten()
-        logits = self.decoder(self.head(hidden[selected]))  # (masked_tokens, vocab)
-        loss, predictions = masked_lm_loss(logits, labels[selected])
+        # logits: (masked_tokens, vocab), or None where CPU training fuses the decoder with the loss
+        logits, loss, predictions = decoder_masked_lm_loss(self.head(hidden[selected]), self.decoder,
+                                                           labels[selected], may_fuse=not return_logits)
         return MaskedLMOutput(logits=logits, loss=loss, num_masked=int(selected.numel()), predictions=predictions,
                               last_hidden_state=hidden if return_hidden else None)
 
