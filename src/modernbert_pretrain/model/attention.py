@@ -53,7 +53,7 @@ class SdpaLayout:
     On CPU, outside compilation, consecutive documents share a row, greedily and in order, while they fit, so
     that a row is usually one packed sequence of the batch: attention costs (rows, width, width) instead of
     one padded row per document, and a block-diagonal mask keeps documents apart. Elsewhere each document gets
-    its own row (no host sync, no data-dependent shapes under torch.compile)."""
+    its own row (no host sync, no data-dependent shapes under torch.compile or the memory plan's fake tensors)."""
 
     slots: torch.Tensor
     """(total_tokens,) int64: each token's slot in the flat (rows * width) layout."""
@@ -74,13 +74,22 @@ def _shared_row_starts(lengths: list[int], width: int) -> tuple[list[int], int]:
     return starts, row + 1 if lengths else 0
 
 
+def _rows_are_shared(cu_seqlens: torch.Tensor) -> bool:
+    """Whether the layout may read document lengths on the host: real CPU tensors, run eagerly (not fake
+    tensors, as the memory plan uses)."""
+    from torch._subclasses.fake_tensor import FakeTensor  # imported by torch itself
+
+    return (cu_seqlens.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not isinstance(cu_seqlens, FakeTensor))
+
+
 def sdpa_layout(cu_seqlens: torch.Tensor, total: int, max_seqlen: int, window: Window) -> SdpaLayout:
     """The per-batch layout for `sdpa_attention`, built once per forward and window kind."""
     device = cu_seqlens.device
     width = max(int(max_seqlen), 1)
     doc, pos = doc_layout(cu_seqlens, total)
     n_docs = cu_seqlens.numel() - 1
-    if device.type == "cpu" and not torch.compiler.is_compiling():
+    if _rows_are_shared(cu_seqlens):
         starts, rows = _shared_row_starts((cu_seqlens[1:] - cu_seqlens[:-1]).tolist(), width)
         doc_start = torch.tensor(starts, dtype=torch.long, device=device)
     else:
