@@ -84,7 +84,8 @@ def smoke_workdir(tmp_path_factory):
     return root
 
 
-# The smoke recipe's phase 1 (9.8M tokens; about 8 minutes beside the other xdist worker, the longest piece of the test run). Code
+# The smoke recipe's phase 1 (9.8M tokens; beside the other xdist worker about 8 minutes on a 2-core Intel Xeon and
+# 12 on a 2-core AMD EPYC, the longest piece of the test run and 30% of its CPU time: docs/testing.md). Code
 # search needs it: on this corpus slice the trained model clears random init by the test's 0.05 with room only
 # at that much training (nDCG@10 0.301 at 8.2M, 0.333 at 9.8M, random init 0.231; docs/evaluation.md). Word
 # order passes far earlier (0.52 at 412k, 0.93 at 1.23M on the quickstart's corpus).
